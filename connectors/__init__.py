@@ -1,0 +1,1 @@
+"""Transports to and from outside systems (FHIR REST, MLLP, DICOMweb, DIMSE, file drop)."""

@@ -1,0 +1,1 @@
+"""DICOM metadata → ImagingStudy, import reconciliation, instance storage."""

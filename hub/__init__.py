@@ -1,0 +1,1 @@
+"""The second-opinion integration hub: FHIR store, REST API and case workflow."""

@@ -1,0 +1,63 @@
+"""The CapabilityStatement, generated from the same tables the API runs on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hub import codes
+from hub.fhir.search_parameters import search_parameters
+
+INTERACTIONS = ["read", "vread", "update", "delete", "history-instance", "history-type",
+                "create", "search-type"]
+OPERATIONS = {
+    "ServiceRequest": [("record-bundle", "record-bundle")],
+    "Task": [("transition", "case-transition")],
+}
+_COMMON_PARAMS = [
+    {"name": "_id", "type": "token"},
+    {"name": "_lastUpdated", "type": "date"},
+]
+
+
+def capability_statement(base: str) -> dict[str, Any]:
+    """What the FHIR API at `base` supports, type by type."""
+    resources = []
+    for resource_type, params in sorted(search_parameters().items()):
+        entry: dict[str, Any] = {
+            "type": resource_type,
+            "interaction": [{"code": code} for code in INTERACTIONS],
+            "versioning": "versioned-update",
+            "readHistory": True,
+            "updateCreate": True,
+            "conditionalCreate": True,
+            "conditionalUpdate": False,
+            "conditionalDelete": "not-supported",
+            "searchInclude": sorted(
+                f"{resource_type}:{name}" for name, p in params.items() if p.type == "reference"
+            ),
+            "searchParam": _COMMON_PARAMS + [
+                {"name": name, "type": p.type} for name, p in sorted(params.items())
+            ],
+        }
+        if resource_type in OPERATIONS:
+            entry["operation"] = [
+                {"name": name, "definition": f"{codes.CANONICAL_BASE}/OperationDefinition/{defn}"}
+                for name, defn in OPERATIONS[resource_type]
+            ]
+        resources.append(entry)
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-23",
+        "kind": "instance",
+        "software": {"name": "second-opinion-hub", "version": "0.1.0"},
+        "implementation": {"description": "Second-opinion integration hub", "url": base},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [{
+            "mode": "server",
+            "resource": resources,
+            "interaction": [{"code": "transaction"}, {"code": "batch"},
+                            {"code": "history-system"}],
+        }],
+    }

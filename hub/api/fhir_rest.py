@@ -1,0 +1,196 @@
+"""The FHIR R4 RESTful API: instance, type and system interactions under /fhir."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from hub.api.capability import capability_statement
+from hub.api.deps import base_url, read_body, unit_of_work
+from hub.api.responses import FhirResponse, resource_response
+from hub.errors import InvalidRequest, information_outcome
+from hub.fhir import bundles
+from hub.fhir.dates import date_range
+from hub.fhir.interactions import parse_etag, require_type
+from hub.fhir.transactions import process_bundle
+
+router = APIRouter(prefix="/fhir", tags=["FHIR"])
+Body = Annotated[Any, Depends(read_body)]
+Base = Annotated[str, Depends(base_url)]
+
+
+def _query(request: Request) -> list[tuple[str, str]]:
+    return list(request.query_params.multi_items())
+
+
+@router.get("/metadata")
+def metadata(base: Base) -> FhirResponse:
+    """The CapabilityStatement: what this server supports."""
+    return FhirResponse(capability_statement(base))
+
+
+@router.post("")
+def batch_or_transaction(request: Request, body: Body, base: Base) -> FhirResponse:
+    """Process a batch or transaction Bundle."""
+    with unit_of_work(request) as fhir:
+        return FhirResponse(process_bundle(fhir, body, base))
+
+
+@router.get("/_history")
+def system_history(request: Request, base: Base) -> FhirResponse:
+    """Every version of every resource, newest first."""
+    return _history(request, base, None, None)
+
+
+@router.get("/{resource_type}")
+def search(request: Request, resource_type: str, base: Base) -> FhirResponse:
+    """Search resources of a type."""
+    return _search(request, resource_type, _query(request), base)
+
+
+@router.post("/{resource_type}/_search")
+async def search_by_post(request: Request, resource_type: str, base: Base) -> FhirResponse:
+    """Search with the parameters in an application/x-www-form-urlencoded body."""
+    form = await request.form()
+    params = _query(request) + [(k, str(v)) for k, v in form.multi_items()]
+    return await run_in_threadpool(_search, request, resource_type, params, base)
+
+
+@router.post("/{resource_type}")
+def create(
+    request: Request,
+    resource_type: str,
+    body: Body,
+    base: Base,
+    if_none_exist: Annotated[str | None, Header()] = None,
+    prefer: Annotated[str | None, Header()] = None,
+) -> FhirResponse:
+    """Create a resource (conditionally with If-None-Exist)."""
+    with unit_of_work(request) as fhir:
+        stored, created = fhir.create(resource_type, body, if_none_exist=if_none_exist)
+        fhir.finish()
+    return resource_response(stored, base, status=201 if created else 200, prefer=prefer)
+
+
+@router.get("/{resource_type}/_history")
+def type_history(request: Request, resource_type: str, base: Base) -> FhirResponse:
+    """Every version of every resource of a type, newest first."""
+    return _history(request, base, resource_type, None)
+
+
+@router.get("/{resource_type}/{resource_id}", response_model=None)
+def read(
+    request: Request, resource_type: str, resource_id: str, base: Base,
+    accept: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Read the current version of a resource."""
+    with unit_of_work(request) as fhir:
+        stored = fhir.read(resource_type, resource_id)
+    if resource_type == "Binary" and _wants_raw(accept):
+        return Response(base64.b64decode(stored.content.get("data", "")),
+                        media_type=stored.content.get("contentType", "application/octet-stream"),
+                        headers={"ETag": stored.etag})
+    return resource_response(stored, base)
+
+
+@router.put("/{resource_type}/{resource_id}")
+def update(
+    request: Request,
+    resource_type: str,
+    resource_id: str,
+    body: Body,
+    base: Base,
+    if_match: Annotated[str | None, Header()] = None,
+    prefer: Annotated[str | None, Header()] = None,
+) -> FhirResponse:
+    """Update a resource (or create it with this id); If-Match guards against lost updates."""
+    with unit_of_work(request) as fhir:
+        stored, created = fhir.update(resource_type, resource_id, body,
+                                      if_match=parse_etag(if_match))
+        fhir.finish()
+    return resource_response(stored, base, status=201 if created else 200, prefer=prefer)
+
+
+@router.delete("/{resource_type}/{resource_id}")
+def delete(request: Request, resource_type: str, resource_id: str) -> FhirResponse:
+    """Delete a resource (its history is kept)."""
+    with unit_of_work(request) as fhir:
+        stored = fhir.delete(resource_type, resource_id)
+    text = (f"{resource_type}/{resource_id} deleted." if stored
+            else f"{resource_type}/{resource_id} did not exist or was already deleted.")
+    headers = {"ETag": stored.etag} if stored else {}
+    return FhirResponse(information_outcome(text), headers=headers)
+
+
+@router.get("/{resource_type}/{resource_id}/_history")
+def instance_history(
+    request: Request, resource_type: str, resource_id: str, base: Base
+) -> FhirResponse:
+    """Every version of one resource, newest first."""
+    return _history(request, base, resource_type, resource_id)
+
+
+@router.get("/{resource_type}/{resource_id}/_history/{version_id}")
+def vread(
+    request: Request, resource_type: str, resource_id: str, version_id: str, base: Base
+) -> FhirResponse:
+    """Read one version of a resource."""
+    with unit_of_work(request) as fhir:
+        stored = fhir.vread(resource_type, resource_id, version_id)
+    return resource_response(stored, base)
+
+
+def _search(
+    request: Request, resource_type: str, params: list[tuple[str, str]], base: str
+) -> FhirResponse:
+    with unit_of_work(request) as fhir:
+        query = fhir.parse_search(resource_type, params)
+        page = fhir.searcher.search(query)
+    return FhirResponse(bundles.searchset(base, query, params, page))
+
+
+def _history(
+    request: Request, base: str, resource_type: str | None, resource_id: str | None
+) -> FhirResponse:
+    params = dict(request.query_params)
+    unknown = set(params) - {"_count", "_offset", "_since", "_format"}
+    if unknown:
+        raise InvalidRequest(f"History does not support {', '.join(sorted(unknown))}.",
+                             expression="_history")
+    with unit_of_work(request) as fhir:
+        if resource_type:
+            require_type(resource_type)
+        count = _whole(params.get("_count"), fhir.default_count)
+        versions, total = fhir.repository.history(
+            resource_type, resource_id,
+            since=_since(params.get("_since")),
+            count=min(count, fhir.max_count),
+            offset=_whole(params.get("_offset"), 0),
+        )
+    return FhirResponse(bundles.history(base, str(request.url), versions, total))
+
+
+def _whole(raw: str | None, default: int) -> int:
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        raise InvalidRequest(f"'{raw}' is not a non-negative whole number.")
+    return int(raw)
+
+
+def _since(raw: str | None) -> Any:
+    if raw is None:
+        return None
+    try:
+        return date_range(raw)[0]
+    except ValueError as exc:
+        raise InvalidRequest(f"_since={raw} is not a FHIR instant.",
+                             expression="_since") from exc
+
+
+def _wants_raw(accept: str | None) -> bool:
+    return bool(accept) and "json" not in str(accept) and "*/*" not in str(accept)

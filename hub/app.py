@@ -1,0 +1,28 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from hub.api import case_operations, fhir_rest, health
+from hub.api.deps import HubState
+from hub.api.errors import install_error_handlers
+from hub.settings import Settings
+from hub.storage.db import make_engine, make_session_factory
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The hub's ASGI app on the database `settings` name (schema must be migrated)."""
+    settings = settings or Settings()
+    engine = make_engine(settings.database_url)
+    app = FastAPI(
+        title="Second-opinion integration hub",
+        summary="FHIR R4 hub for pediatric cancer second opinions",
+        version="0.1.0",
+    )
+    app.state.hub = HubState(settings=settings, sessions=make_session_factory(engine))
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(case_operations.router)
+    app.include_router(fhir_rest.router)
+    return app

@@ -1,0 +1,172 @@
+"""Batch and transaction Bundles (FHIR R4 §3.1.0.11).
+
+A transaction is all-or-nothing: it runs in the caller's unit of work, and any failure
+raises (the API rolls back). A batch runs each entry in a savepoint of its own and reports
+each entry's outcome. In a transaction, `urn:uuid:` fullUrls of created resources are
+replaced by the ids the hub assigns, in every reference of every entry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+from hub.errors import HubError, InvalidRequest, Issue, MethodNotAllowed
+from hub.fhir.bundles import response_entry, searchset
+from hub.fhir.interactions import FhirInteractions, parse_etag, require_type
+from hub.fhir.references import rewrite
+from hub.fhir.validation import validate_resource
+from hub.storage.repository import new_id
+
+# FHIR R4 §3.1.0.11.2: the order in which a transaction's entries are processed.
+METHOD_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
+
+
+def process_bundle(interactions: FhirInteractions, bundle: Any, base: str) -> dict[str, Any]:
+    """Run a batch or transaction Bundle; return its batch-response/transaction-response."""
+    validate_resource(bundle, expected_type="Bundle")
+    kind = bundle.get("type")
+    if kind not in ("batch", "transaction"):
+        raise InvalidRequest(
+            f"POST to the base accepts a batch or transaction Bundle, not '{kind}'.",
+            expression="Bundle.type",
+        )
+    entries = list(bundle.get("entry") or [])
+    for index, entry in enumerate(entries):
+        _check_entry(index, entry)
+    if kind == "transaction":
+        responses = _transaction(interactions, entries, base)
+    else:
+        responses = _batch(interactions, entries, base)
+    return {
+        "resourceType": "Bundle",
+        "type": f"{kind}-response",
+        "entry": responses,
+    }
+
+
+def _check_entry(index: int, entry: dict[str, Any]) -> None:
+    request = entry.get("request") or {}
+    where = f"Bundle.entry[{index}].request"
+    if request.get("method") not in METHOD_ORDER:
+        raise InvalidRequest(
+            f"Entry {index}: request.method must be one of {', '.join(METHOD_ORDER)}.",
+            expression=f"{where}.method",
+        )
+    if not request.get("url"):
+        raise InvalidRequest(f"Entry {index} has no request.url.", expression=f"{where}.url")
+    if request["method"] in ("POST", "PUT") and "resource" not in entry:
+        raise InvalidRequest(f"Entry {index}: a {request['method']} needs a resource.",
+                             expression=f"Bundle.entry[{index}].resource")
+
+
+def _transaction(
+    interactions: FhirInteractions, entries: list[dict[str, Any]], base: str
+) -> list[dict[str, Any]]:
+    assigned = _assign_ids(interactions, entries)
+    order = sorted(range(len(entries)),
+                   key=lambda i: METHOD_ORDER[entries[i]["request"]["method"]])
+    responses: list[dict[str, Any]] = [{} for _ in entries]
+    for index in order:
+        entry = entries[index]
+        if "resource" in entry:
+            entry = {**entry, "resource": rewrite(entry["resource"], assigned)}
+        try:
+            responses[index] = _run_entry(interactions, index, entry, base, assigned)
+        except HubError as exc:
+            exc.issues = [_located(issue, index) for issue in exc.issues]
+            raise
+    interactions.finish()
+    return responses
+
+
+def _batch(
+    interactions: FhirInteractions, entries: list[dict[str, Any]], base: str
+) -> list[dict[str, Any]]:
+    responses = []
+    for index, entry in enumerate(entries):
+        savepoint = interactions.session.begin_nested()
+        try:
+            response = _run_entry(interactions, index, entry, base, {})
+            interactions.finish()
+            savepoint.commit()
+        except HubError as exc:
+            savepoint.rollback()
+            response = {"response": {
+                "status": str(exc.status_code),
+                "outcome": exc.operation_outcome(),
+            }}
+        responses.append(response)
+    return responses
+
+
+def _assign_ids(interactions: FhirInteractions, entries: list[dict[str, Any]]) -> dict[str, str]:
+    """fullUrl → `Type/id` for each POST: the match of its ifNoneExist, else a new id."""
+    assigned: dict[str, str] = {}
+    for index, entry in enumerate(entries):
+        request = entry["request"]
+        if request["method"] != "POST":
+            continue
+        resource_type = request["url"].split("?")[0]
+        require_type(resource_type)
+        existing = None
+        if request.get("ifNoneExist"):
+            try:
+                existing = interactions.conditional_match(resource_type, request["ifNoneExist"])
+            except HubError as exc:
+                exc.issues = [_located(issue, index) for issue in exc.issues]
+                raise
+        target = existing.reference if existing else f"{resource_type}/{new_id()}"
+        entry["_assigned"] = (target, existing)
+        if entry.get("fullUrl"):
+            assigned[entry["fullUrl"]] = target
+    return assigned
+
+
+def _run_entry(
+    interactions: FhirInteractions, index: int, entry: dict[str, Any], base: str,
+    assigned: dict[str, str],
+) -> dict[str, Any]:
+    request = entry["request"]
+    method, url = request["method"], request["url"].lstrip("/")
+    path, _, query = url.partition("?")
+    parts = path.split("/")
+    where = f"Bundle.entry[{index}].resource"
+    if method == "POST":
+        target, existing = entry.get("_assigned") or (None, None)
+        if existing is not None:
+            return {"response": response_entry(base, existing, 200)}
+        stored, created = interactions.create(
+            parts[0], entry["resource"], where=where,
+            if_none_exist=None if target else request.get("ifNoneExist"),
+            resource_id=target.split("/")[1] if target else None,
+        )
+        return {"response": response_entry(base, stored, 201 if created else 200)}
+    if method == "PUT" and len(parts) == 2:
+        stored, created = interactions.update(
+            parts[0], parts[1], entry["resource"], where=where,
+            if_match=parse_etag(request.get("ifMatch")),
+        )
+        return {"response": response_entry(base, stored, 201 if created else 200)}
+    if method == "DELETE" and len(parts) == 2:
+        interactions.delete(parts[0], parts[1])
+        return {"response": {"status": "204 No Content"}}
+    if method == "GET" and len(parts) == 2 and not query:
+        stored = interactions.read(parts[0], parts[1])
+        return {"resource": stored.content, "response": response_entry(base, stored, 200)}
+    if method == "GET" and len(parts) == 1:
+        params = parse_qsl(query, keep_blank_values=True)
+        search = interactions.parse_search(parts[0], params)
+        page = interactions.searcher.search(search)
+        return {"resource": searchset(base, search, params, page),
+                "response": {"status": "200 OK"}}
+    raise MethodNotAllowed(f"Entry {index}: {method} {url} is not supported in a Bundle.",
+                           expression=f"Bundle.entry[{index}].request.url")
+
+
+def _located(issue: Issue, index: int) -> Issue:
+    """An issue whose path is prefixed with its entry, unless it already names one."""
+    expressions = tuple(
+        e if e.startswith("Bundle.") else f"Bundle.entry[{index}].{e}" for e in issue.expression
+    ) or (f"Bundle.entry[{index}]",)
+    return Issue(issue.diagnostics, issue.code, issue.severity, expressions)

@@ -1,0 +1,242 @@
+"""ResourceRepository: versioned FHIR resources and their search index, in one SQL session.
+
+The repository never commits: the caller owns the transaction, so a FHIR transaction Bundle,
+a case transition and its Provenance land together or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from hub.errors import Conflict, Gone, NotFound, PreconditionFailed
+from hub.fhir.dates import instant, utc_now
+from hub.storage.indexer import index_values
+from hub.storage.tables import ResourceRow, ResourceVersionRow, SearchIndexRow
+
+
+@dataclass(frozen=True)
+class StoredResource:
+    """One version of a resource as stored: its content carries id and meta."""
+
+    resource_type: str
+    resource_id: str
+    version_id: int
+    last_updated: datetime
+    deleted: bool
+    content: dict[str, Any]
+    method: str = "GET"
+
+    @property
+    def reference(self) -> str:
+        return f"{self.resource_type}/{self.resource_id}"
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version_id}"'
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class ResourceRepository:
+    """Create, read, update, delete and history of FHIR resources in `session`."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    # -- reads -------------------------------------------------------------------------
+    def read(self, resource_type: str, resource_id: str) -> StoredResource:
+        """The current version; NotFound if never stored, Gone if deleted."""
+        row = self.session.get(ResourceRow, (resource_type, resource_id))
+        if row is None:
+            raise NotFound(f"{resource_type}/{resource_id} is not known.")
+        if row.deleted:
+            raise Gone(f"{resource_type}/{resource_id} was deleted (version {row.version_id}).")
+        return _stored(row)
+
+    def find(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        """The current version, or None if it does not exist or was deleted."""
+        row = self.session.get(ResourceRow, (resource_type, resource_id))
+        return None if row is None or row.deleted else _stored(row)
+
+    def vread(self, resource_type: str, resource_id: str, version_id: int) -> StoredResource:
+        row = self.session.get(ResourceVersionRow, (resource_type, resource_id, version_id))
+        if row is None:
+            raise NotFound(f"{resource_type}/{resource_id} has no version {version_id}.")
+        if row.deleted:
+            raise Gone(f"Version {version_id} of {resource_type}/{resource_id} is a deletion.")
+        return _stored(row)
+
+    def history(
+        self,
+        resource_type: str | None = None,
+        resource_id: str | None = None,
+        *,
+        since: datetime | None = None,
+        count: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[StoredResource], int]:
+        """Versions, newest first, of one resource, one type or everything; and their total."""
+        query = select(ResourceVersionRow)
+        if resource_type:
+            query = query.where(ResourceVersionRow.res_type == resource_type)
+        if resource_id:
+            query = query.where(ResourceVersionRow.res_id == resource_id)
+            if self.session.get(ResourceRow, (resource_type, resource_id)) is None:
+                raise NotFound(f"{resource_type}/{resource_id} is not known.")
+        if since:
+            query = query.where(ResourceVersionRow.last_updated >= since)
+        total = self.session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        rows = self.session.scalars(
+            query.order_by(
+                ResourceVersionRow.last_updated.desc(), ResourceVersionRow.version_id.desc()
+            )
+            .limit(count)
+            .offset(offset)
+        )
+        return [_stored(row) for row in rows], total
+
+    # -- writes ------------------------------------------------------------------------
+    def create(
+        self, resource_type: str, resource: dict[str, Any], *, resource_id: str | None = None
+    ) -> StoredResource:
+        """Store `resource` as version 1 under a new id (or `resource_id`)."""
+        resource_id = resource_id or new_id()
+        stored = self._write(resource_type, resource_id, resource, 1, "POST", deleted=False)
+        self.session.add(_current_row(stored))
+        self._flush(f"{resource_type}/{resource_id} already exists.")
+        return stored
+
+    def update(
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any],
+        *,
+        if_match: int | None = None,
+    ) -> tuple[StoredResource, bool]:
+        """Store a new version; create it if the id is new. Returns (stored, created)."""
+        row = self.session.get(ResourceRow, (resource_type, resource_id), with_for_update=True)
+        if row is None:
+            if if_match is not None:
+                raise PreconditionFailed(
+                    f"If-Match names version {if_match} of {resource_type}/{resource_id}, "
+                    "which does not exist."
+                )
+            return self.create(resource_type, resource, resource_id=resource_id), True
+        if if_match is not None and if_match != row.version_id:
+            raise PreconditionFailed(
+                f"{resource_type}/{resource_id} is at version {row.version_id}, "
+                f"not {if_match} (If-Match)."
+            )
+        stored = self._write(
+            resource_type, resource_id, resource, row.version_id + 1, "PUT", deleted=False
+        )
+        _copy_into(row, stored)
+        self._flush(f"{resource_type}/{resource_id} was changed by someone else; retry.")
+        return stored, False
+
+    def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        """Mark the resource deleted (a new version in its history); None if nothing to do."""
+        row = self.session.get(ResourceRow, (resource_type, resource_id), with_for_update=True)
+        if row is None or row.deleted:
+            return None
+        tombstone = {"resourceType": resource_type, "id": resource_id}
+        stored = self._write(
+            resource_type, resource_id, tombstone, row.version_id + 1, "DELETE", deleted=True
+        )
+        _copy_into(row, stored)
+        self._flush(f"{resource_type}/{resource_id} was changed by someone else; retry.")
+        return stored
+
+    def _write(
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any],
+        version_id: int,
+        method: str,
+        *,
+        deleted: bool,
+    ) -> StoredResource:
+        now = utc_now()
+        content = dict(resource)
+        content["id"] = resource_id
+        content["meta"] = {
+            **(resource.get("meta") or {}),
+            "versionId": str(version_id),
+            "lastUpdated": instant(now),
+        }
+        stored = StoredResource(resource_type, resource_id, version_id, now, deleted, content,
+                                method)
+        self.session.add(
+            ResourceVersionRow(
+                res_type=resource_type,
+                res_id=resource_id,
+                version_id=version_id,
+                last_updated=now,
+                deleted=deleted,
+                method=method,
+                content=json.dumps(content, separators=(",", ":")),
+            )
+        )
+        self._reindex(stored)
+        return stored
+
+    def _reindex(self, stored: StoredResource) -> None:
+        self.session.execute(
+            delete(SearchIndexRow).where(
+                SearchIndexRow.res_type == stored.resource_type,
+                SearchIndexRow.res_id == stored.resource_id,
+            )
+        )
+        if stored.deleted:
+            return
+        for value in index_values(stored.resource_type, stored.content):
+            self.session.add(
+                SearchIndexRow(
+                    res_type=stored.resource_type,
+                    res_id=stored.resource_id,
+                    param=value.param,
+                    system=value.system,
+                    value=value.value,
+                    low=value.low,
+                    high=value.high,
+                )
+            )
+
+    def _flush(self, conflict_message: str) -> None:
+        try:
+            self.session.flush()
+        except IntegrityError as exc:
+            raise Conflict(conflict_message) from exc
+
+
+def _stored(row: ResourceRow | ResourceVersionRow) -> StoredResource:
+    method = row.method if isinstance(row, ResourceVersionRow) else "GET"
+    return StoredResource(
+        row.res_type, row.res_id, row.version_id, row.last_updated, row.deleted,
+        json.loads(row.content), method,
+    )
+
+
+def _current_row(stored: StoredResource) -> ResourceRow:
+    row = ResourceRow(res_type=stored.resource_type, res_id=stored.resource_id)
+    _copy_into(row, stored)
+    return row
+
+
+def _copy_into(row: ResourceRow, stored: StoredResource) -> None:
+    row.version_id = stored.version_id
+    row.last_updated = stored.last_updated
+    row.deleted = stored.deleted
+    row.content = json.dumps(stored.content, separators=(",", ":"))

@@ -1,0 +1,254 @@
+"""The case workflow: a second-opinion ServiceRequest opens a case, a Task walks its states.
+
+Hook points (called by FhirInteractions, inside the caller's transaction):
+- `check_write(resource_type, new, old)`: before a Task is stored, refuse illegal moves;
+- `after_write(stored)`: note referrals and referrer Tasks written in this unit of work;
+- `finish()`: open a case for each new referral, recording every move with a Provenance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hub import codes
+from hub.errors import IllegalTransition, NotFound
+from hub.fhir.dates import instant, utc_now
+from hub.storage.indexer import split_reference
+from hub.storage.repository import ResourceRepository, StoredResource
+from hub.storage.search import Criterion, SearchQuery, SearchRunner
+from hub.workflow.case_states import (
+    BUSINESS_STATUS_DISPLAY,
+    OPENING_STATUS,
+    RECEIVED_BUSINESS_STATUS,
+    RECEIVED_STATUS,
+    transition_problem,
+)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who does something, as Provenance.agent.who will name it."""
+
+    reference: str | None = None
+    display: str = "Second-opinion hub"
+
+    def to_fhir(self) -> dict[str, str]:
+        who = {"display": self.display}
+        if self.reference:
+            who["reference"] = self.reference
+        return who
+
+
+HUB_ACTOR = Actor()
+
+
+def is_second_opinion_referral(resource: dict[str, Any]) -> bool:
+    return resource.get("resourceType") == "ServiceRequest" and any(
+        coding.get("system") == codes.CASE_CATEGORY_SYSTEM
+        and coding.get("code") == codes.SECOND_OPINION
+        for category in resource.get("category") or []
+        for coding in category.get("coding") or []
+    )
+
+
+def is_case_task(resource: dict[str, Any]) -> bool:
+    return resource.get("resourceType") == "Task" and any(
+        coding.get("system") == codes.CASE_TASK_SYSTEM and coding.get("code") == codes.CASE_TASK_CODE
+        for coding in (resource.get("code") or {}).get("coding") or []
+    )
+
+
+def business_status_of(task: dict[str, Any]) -> str | None:
+    for coding in (task.get("businessStatus") or {}).get("coding") or []:
+        if coding.get("system") == codes.BUSINESS_STATUS_SYSTEM:
+            return str(coding.get("code"))
+    return None
+
+
+def business_status(code: str | None) -> dict[str, Any] | None:
+    if code is None:
+        return None
+    display = BUSINESS_STATUS_DISPLAY.get(code, code)
+    return {
+        "coding": [{"system": codes.BUSINESS_STATUS_SYSTEM, "code": code, "display": display}],
+        "text": display,
+    }
+
+
+class CaseWorkflow:
+    """Opens cases and moves them between states, in the repository's session."""
+
+    def __init__(self, repository: ResourceRepository, actor: Actor = HUB_ACTOR) -> None:
+        self.repository = repository
+        self.actor = actor
+        self._new_referrals: list[StoredResource] = []
+        self._new_tasks: list[StoredResource] = []
+
+    # -- hook points -------------------------------------------------------------------
+    def check_write(
+        self, resource_type: str, new: dict[str, Any], old: StoredResource | None
+    ) -> None:
+        """Refuse a write that would move a case Task illegally."""
+        if resource_type != "Task" or old is None or not is_case_task(old.content):
+            return
+        problem = transition_problem(
+            str(old.content.get("status")), business_status_of(old.content),
+            str(new.get("status")), business_status_of(new),
+            has_reason=bool(new.get("statusReason")),
+        )
+        if problem:
+            raise IllegalTransition(problem, expression="Task.status")
+
+    def after_write(self, stored: StoredResource, old: StoredResource | None) -> None:
+        if stored.deleted:
+            return
+        if old is None and is_second_opinion_referral(stored.content):
+            self._new_referrals.append(stored)
+        elif old is None and stored.resource_type == "Task":
+            self._new_tasks.append(stored)
+        elif is_case_task(stored.content) and old is not None and (
+            old.content.get("status") != stored.content.get("status")
+            or business_status_of(old.content) != business_status_of(stored.content)
+        ):
+            self._record(stored, old)
+
+    def finish(self) -> list[StoredResource]:
+        """Open a case for each referral written in this unit of work; return the case Tasks.
+
+        A referrer's Task whose focus is a second-opinion referral becomes that case's Task,
+        whether the referral came in the same unit of work or earlier without a case.
+        """
+        opened = [self._open_case(referral) for referral in self._new_referrals]
+        for task in list(self._new_tasks):
+            referral = self._referral_in_focus(task)
+            if referral is not None and self.case_task_for(referral.resource_id) is None:
+                opened.append(self._open_case(referral))
+        self._new_referrals.clear()
+        self._new_tasks.clear()
+        return opened
+
+    # -- operations ----------------------------------------------------------------------
+    def transition(
+        self, task_id: str, status: str, business: str | None, reason: str | None
+    ) -> StoredResource:
+        """Move case `task_id` to `status`/`business` (the $transition operation)."""
+        current = self.repository.read("Task", task_id)
+        if not is_case_task(current.content):
+            raise NotFound(f"Task/{task_id} is not a second-opinion case.")
+        task = dict(current.content)
+        task["status"] = status
+        task.pop("businessStatus", None)
+        if business_status(business):
+            task["businessStatus"] = business_status(business)
+        task.pop("statusReason", None)
+        if reason:
+            task["statusReason"] = {"text": reason}
+        task["lastModified"] = instant(utc_now())
+        self.check_write("Task", task, current)
+        stored, _ = self.repository.update("Task", task_id, task, if_match=current.version_id)
+        self._record(stored, current)
+        return stored
+
+    def case_task_for(self, referral_id: str) -> StoredResource | None:
+        """The case Task whose focus is ServiceRequest/`referral_id`."""
+        query = SearchQuery(
+            "Task",
+            criteria=[
+                Criterion("focus", None, (f"ServiceRequest/{referral_id}",)),
+                Criterion("code", None, (f"{codes.CASE_TASK_SYSTEM}|{codes.CASE_TASK_CODE}",)),
+            ],
+            count=1,
+        )
+        page = SearchRunner(self.repository.session).search(query)
+        return page.matches[0] if page.matches else None
+
+    # -- internals -----------------------------------------------------------------------
+    def _open_case(self, referral: StoredResource) -> StoredResource:
+        task = self._referrer_task(referral) or self._new_case_task(referral)
+        received = dict(task.content)
+        received["status"] = RECEIVED_STATUS
+        received["businessStatus"] = business_status(RECEIVED_BUSINESS_STATUS)
+        received["lastModified"] = instant(utc_now())
+        stored, _ = self.repository.update("Task", task.resource_id, received)
+        self._record(stored, task)
+        return stored
+
+    def _referrer_task(self, referral: StoredResource) -> StoredResource | None:
+        """A Task the referrer sent for this referral becomes the case (no second Task)."""
+        for task in self._new_tasks:
+            focus = split_reference((task.content.get("focus") or {}).get("reference", ""))
+            if focus == ("ServiceRequest", referral.resource_id):
+                self._new_tasks.remove(task)
+                adopted = dict(task.content)
+                adopted["code"] = _case_task_code()
+                adopted["status"] = OPENING_STATUS
+                adopted.pop("businessStatus", None)
+                adopted.setdefault("for", referral.content.get("subject"))
+                stored, _ = self.repository.update("Task", task.resource_id, adopted)
+                self._record(stored, None)
+                return stored
+        return None
+
+    def _referral_in_focus(self, task: StoredResource) -> StoredResource | None:
+        focus = split_reference((task.content.get("focus") or {}).get("reference", ""))
+        if focus is None or focus[0] != "ServiceRequest":
+            return None
+        referral = self.repository.find(*focus)
+        if referral is None or not is_second_opinion_referral(referral.content):
+            return None
+        return referral
+
+    def _new_case_task(self, referral: StoredResource) -> StoredResource:
+        task: dict[str, Any] = {
+            "resourceType": "Task",
+            "identifier": [{"system": codes.HUB_CASE_ID_SYSTEM, "value": referral.resource_id}],
+            "status": OPENING_STATUS,
+            "intent": "order",
+            "priority": referral.content.get("priority", "routine"),
+            "code": _case_task_code(),
+            "focus": {"reference": referral.reference},
+            "for": referral.content.get("subject"),
+            "authoredOn": instant(utc_now()),
+            "lastModified": instant(utc_now()),
+        }
+        if referral.content.get("requester"):
+            task["requester"] = referral.content["requester"]
+        stored = self.repository.create("Task", task)
+        self._record(stored, None)
+        return stored
+
+    def _record(self, task: StoredResource, old: StoredResource | None) -> None:
+        """A Provenance for one version of a case Task: who moved it, when, from what to what."""
+        before = "(new)" if old is None else _state_text(old.content)
+        provenance: dict[str, Any] = {
+            "resourceType": "Provenance",
+            "target": [{"reference": f"{task.reference}/_history/{task.version_id}"}],
+            "recorded": instant(task.last_updated),
+            "activity": {
+                "coding": [{
+                    "system": codes.DATA_OPERATION_SYSTEM,
+                    "code": "CREATE" if old is None else "UPDATE",
+                }],
+                "text": f"{before} -> {_state_text(task.content)}",
+            },
+            "agent": [{"who": self.actor.to_fhir()}],
+        }
+        if task.content.get("for"):
+            provenance["target"].append(task.content["for"])
+        reason = (task.content.get("statusReason") or {}).get("text")
+        if reason:
+            provenance["reason"] = [{"text": reason}]
+        self.repository.create("Provenance", provenance)
+
+
+def _case_task_code() -> dict[str, Any]:
+    return {
+        "coding": [{"system": codes.CASE_TASK_SYSTEM, "code": codes.CASE_TASK_CODE,
+                    "display": "Second-opinion case"}],
+    }
+
+
+def _state_text(task: dict[str, Any]) -> str:
+    business = business_status_of(task)
+    return f"{task.get('status')}/{business}" if business else str(task.get("status"))
