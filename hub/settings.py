@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     config_file: Path = Field(default=DEFAULT_CONFIG_FILE, alias="HUB_CONFIG")
     database_url: str = f"sqlite:///{REPO_ROOT / 'var' / 'hub.db'}"
     base_url: str | None = None
-    """Public base of the FHIR API (e.g. https://hub.example.org/fhir); from the request if unset."""
+    """Public base of the FHIR API (https://hub.example.org/fhir); else from the request."""
     max_request_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     default_page_size: int = Field(default=50, gt=0)
     max_page_size: int = Field(default=500, gt=0)

@@ -34,6 +34,7 @@ def metadata(base: Base) -> FhirResponse:
 
 
 @router.post("")
+@router.post("/", include_in_schema=False)
 def batch_or_transaction(request: Request, body: Body, base: Base) -> FhirResponse:
     """Process a batch or transaction Bundle."""
     with unit_of_work(request) as fhir:

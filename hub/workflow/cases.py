@@ -54,7 +54,8 @@ def is_second_opinion_referral(resource: dict[str, Any]) -> bool:
 
 def is_case_task(resource: dict[str, Any]) -> bool:
     return resource.get("resourceType") == "Task" and any(
-        coding.get("system") == codes.CASE_TASK_SYSTEM and coding.get("code") == codes.CASE_TASK_CODE
+        (coding.get("system"), coding.get("code"))
+        == (codes.CASE_TASK_SYSTEM, codes.CASE_TASK_CODE)
         for coding in (resource.get("code") or {}).get("coding") or []
     )
 

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The README's second command (and CI's): set up, start the real peers the tests need on
+# loopback, then lint, type-check and run the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/ensure_postgres.sh
+.venv/bin/ruff check hub connectors mappings dicom tests
+.venv/bin/mypy
+.venv/bin/python -m pytest tests "$@"

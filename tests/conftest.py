@@ -1,0 +1,89 @@
+"""Shared fixtures: the hub's API on SQLite and on the PostgreSQL server on loopback.
+
+Storage and API tests take the `fhir` fixture and so run once per backend. PostgreSQL is
+real: scripts/ensure_postgres.sh (run by the test command) starts it where it is not
+running. A PostgreSQL that cannot be reached fails those tests; it never skips them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, delete
+from sqlalchemy.engine import make_url
+
+from hub.app import create_app
+from hub.settings import Settings
+from hub.storage.db import make_engine
+from hub.storage.migrate import upgrade
+from hub.storage.tables import Base
+
+POSTGRES_URL = os.environ.get(
+    "HUB_TEST_POSTGRES_URL", "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/postgres"
+)
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def _libpq(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A new, empty database on the loopback PostgreSQL, dropped after the session."""
+    name = f"hub_test_{uuid.uuid4().hex[:12]}"
+    admin = _libpq(POSTGRES_URL)
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def migrated_engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Engine]]:
+    engines: dict[str, Engine] = {}
+    yield engines
+    for engine in engines.values():
+        engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    migrated_engines: dict[str, Engine],
+) -> Iterator[str]:
+    """The URL of a migrated, emptied database of each backend in turn."""
+    backend = request.param
+    if backend not in migrated_engines:
+        if backend == "sqlite":
+            url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'hub.db'}"
+        else:
+            url = request.getfixturevalue("postgres_database")
+        migrated_engines[backend] = make_engine(url)
+        upgrade(migrated_engines[backend])
+    engine = migrated_engines[backend]
+    with engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(delete(table))
+    yield engine.url.render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=database_url, max_request_bytes=256 * 1024)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The hub's API; server errors come back as responses so tests can assert on them."""
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        test_client.headers["Content-Type"] = "application/fhir+json"
+        yield test_client

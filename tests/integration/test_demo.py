@@ -1,0 +1,62 @@
+"""The README's main job, run as a person would: `hub demo` on a fresh SQLite file."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+from fhir.resources.R4B.bundle import Bundle
+
+from hub.demo.run import BackgroundServer, refer_synthetic_patient
+from hub.settings import Settings
+from hub.storage.db import make_engine
+from hub.storage.migrate import upgrade
+
+HUB = Path(sys.executable).with_name("hub")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_hub_demo_opens_a_received_case_on_fresh_sqlite(tmp_path):
+    database = tmp_path / "fresh" / "hub.db"
+    env = {**os.environ, "HUB_DATABASE_URL": f"sqlite:///{database}",
+           "HUB_PORT": str(free_port())}
+    result = subprocess.run([str(HUB), "demo", "--exit"], env=env, capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "State: received (awaiting-records)" in result.stdout
+    assert re.search(r"Record bundle: http://127\.0\.0\.1:\d+/fhir/ServiceRequest/[\w-]+/"
+                     r"\$record-bundle", result.stdout)
+    assert database.is_file()
+    again = subprocess.run([str(HUB), "demo", "--exit"], env=env, capture_output=True,
+                           text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr
+    first_case = re.search(r"Case opened: (Task/\S+)", result.stdout)
+    second_case = re.search(r"Case opened: (Task/\S+)", again.stdout)
+    assert first_case and second_case and first_case.group(1) == second_case.group(1)
+
+
+def test_demo_record_bundle_is_a_valid_r4_bundle(database_url):
+    settings = Settings(database_url=database_url, port=free_port())
+    upgrade(make_engine(database_url))
+    server = BackgroundServer(settings)
+    server.start()
+    try:
+        case = refer_synthetic_patient(f"{server.url}/fhir")
+        bundle = httpx.get(case.record_bundle_url, timeout=30).json()
+    finally:
+        server.stop()
+    Bundle.model_validate(bundle)
+    assert case.status == "received"
+    assert case.record_bundle_counts["Patient"] == 1
+    assert case.record_bundle_counts["Observation"] >= 16
+    assert {"Condition", "DiagnosticReport", "MedicationAdministration", "Procedure",
+            "RelatedPerson", "DocumentReference", "Task", "ServiceRequest"} <= set(
+        case.record_bundle_counts)
