@@ -34,8 +34,12 @@ def serve(
     if migrate:
         upgrade(make_engine(settings.database_url))
     # uvicorn's access log prints query strings, which can hold PHI (?name=, ?identifier=).
-    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port,
-                access_log=False)
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        access_log=False,
+    )
 
 
 @db_app.command("upgrade")
@@ -80,9 +84,11 @@ def demo(
         typer.echo("  " + ", ".join(f"{n} {t}" for t, n in case.record_bundle_counts.items()))
         if exit_after:
             return
-        typer.echo(f"\nThe hub is serving at {server.url}/fhir (Ctrl-C stops it). Try:\n"
-                   f"  curl -s '{server.url}/fhir/Task/{case.task_id}'\n"
-                   f"  curl -s '{case.record_bundle_url}'")
+        typer.echo(
+            f"\nThe hub is serving at {server.url}/fhir (Ctrl-C stops it). Try:\n"
+            f"  curl -s '{server.url}/fhir/Task/{case.task_id}'\n"
+            f"  curl -s '{case.record_bundle_url}'"
+        )
         while server.thread.is_alive():
             server.thread.join(timeout=1)
     except KeyboardInterrupt:

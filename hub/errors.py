@@ -1,17 +1,17 @@
 """Errors the hub raises; the API turns each into its HTTP status and an OperationOutcome.
 
-    HubError                      500  (only ever as the base; never raised directly)
-     ├── InvalidRequest           400  malformed JSON, bad search parameter, bad header
-     │    └── UnknownSearchParameter
-     ├── NotFound                 404  unknown type or id (also: a case you may not see)
-     ├── MethodNotAllowed         405
-     ├── Conflict                 409  concurrent write, illegal case transition
-     │    └── IllegalTransition
-     ├── Gone                     410  deleted resource
-     ├── PreconditionFailed       412  If-Match mismatch, ambiguous conditional create
-     ├── PayloadTooLarge          413
-     ├── UnsupportedMediaType     415
-     └── UnprocessableResource    422  a resource that is not valid FHIR R4
+HubError                      500  (only ever as the base; never raised directly)
+ ├── InvalidRequest           400  malformed JSON, bad search parameter, bad header
+ │    └── UnknownSearchParameter
+ ├── NotFound                 404  unknown type or id (also: a case you may not see)
+ ├── MethodNotAllowed         405
+ ├── Conflict                 409  concurrent write, illegal case transition
+ │    └── IllegalTransition
+ ├── Gone                     410  deleted resource
+ ├── PreconditionFailed       412  If-Match mismatch, ambiguous conditional create
+ ├── PayloadTooLarge          413
+ ├── UnsupportedMediaType     415
+ └── UnprocessableResource    422  a resource that is not valid FHIR R4
 """
 
 from __future__ import annotations
@@ -46,8 +46,9 @@ class HubError(Exception):
     status_code = 500
     issue_code = "exception"
 
-    def __init__(self, diagnostics: str, *, expression: str | None = None,
-                 issues: list[Issue] | None = None) -> None:
+    def __init__(
+        self, diagnostics: str, *, expression: str | None = None, issues: list[Issue] | None = None
+    ) -> None:
         super().__init__(diagnostics)
         self.diagnostics = diagnostics
         if issues:

@@ -13,10 +13,16 @@ from hub import codes
 from hub.storage.tables import ResourceRow, ResourceVersionRow, SearchIndexRow
 
 
-def patient(family: str = "Testchild", birth_date: str = "2017-03-04", **extra: Any
-            ) -> dict[str, Any]:
-    return {"resourceType": "Patient", "name": [{"family": family, "given": ["Sam"]}],
-            "birthDate": birth_date, "gender": "female", **extra}
+def patient(
+    family: str = "Testchild", birth_date: str = "2017-03-04", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "resourceType": "Patient",
+        "name": [{"family": family, "given": ["Sam"]}],
+        "birthDate": birth_date,
+        "gender": "female",
+        **extra,
+    }
 
 
 def referral(patient_ref: str, **extra: Any) -> dict[str, Any]:
@@ -24,8 +30,9 @@ def referral(patient_ref: str, **extra: Any) -> dict[str, Any]:
         "resourceType": "ServiceRequest",
         "status": "active",
         "intent": "order",
-        "category": [{"coding": [{"system": codes.CASE_CATEGORY_SYSTEM,
-                                  "code": codes.SECOND_OPINION}]}],
+        "category": [
+            {"coding": [{"system": codes.CASE_CATEGORY_SYSTEM, "code": codes.SECOND_OPINION}]}
+        ],
         "subject": {"reference": patient_ref},
         "note": [{"text": "Is proton therapy an option?"}],
         **extra,
@@ -34,8 +41,9 @@ def referral(patient_ref: str, **extra: Any) -> dict[str, Any]:
 
 def post(client: TestClient, resource: dict[str, Any], **headers: str) -> dict[str, Any]:
     """POST a resource that must be created; return the stored resource."""
-    response = client.post(f"/fhir/{resource['resourceType']}", content=json.dumps(resource),
-                           headers=headers)
+    response = client.post(
+        f"/fhir/{resource['resourceType']}", content=json.dumps(resource), headers=headers
+    )
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body

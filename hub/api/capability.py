@@ -7,8 +7,16 @@ from typing import Any
 from hub import codes
 from hub.fhir.search_parameters import search_parameters
 
-INTERACTIONS = ["read", "vread", "update", "delete", "history-instance", "history-type",
-                "create", "search-type"]
+INTERACTIONS = [
+    "read",
+    "vread",
+    "update",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+]
 OPERATIONS = {
     "ServiceRequest": [("record-bundle", "record-bundle")],
     "Task": [("transition", "case-transition")],
@@ -35,9 +43,8 @@ def capability_statement(base: str) -> dict[str, Any]:
             "searchInclude": sorted(
                 f"{resource_type}:{name}" for name, p in params.items() if p.type == "reference"
             ),
-            "searchParam": _COMMON_PARAMS + [
-                {"name": name, "type": p.type} for name, p in sorted(params.items())
-            ],
+            "searchParam": _COMMON_PARAMS
+            + [{"name": name, "type": p.type} for name, p in sorted(params.items())],
         }
         if resource_type in OPERATIONS:
             entry["operation"] = [
@@ -54,10 +61,15 @@ def capability_statement(base: str) -> dict[str, Any]:
         "implementation": {"description": "Second-opinion integration hub", "url": base},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
-        "rest": [{
-            "mode": "server",
-            "resource": resources,
-            "interaction": [{"code": "transaction"}, {"code": "batch"},
-                            {"code": "history-system"}],
-        }],
+        "rest": [
+            {
+                "mode": "server",
+                "resource": resources,
+                "interaction": [
+                    {"code": "transaction"},
+                    {"code": "batch"},
+                    {"code": "history-system"},
+                ],
+            }
+        ],
     }

@@ -44,8 +44,9 @@ def _parameters(body: dict[str, Any]) -> dict[str, str]:
     for index, parameter in enumerate(body.get("parameter") or []):
         value = parameter.get("valueCode", parameter.get("valueString"))
         if not isinstance(value, str):
-            raise InvalidRequest(f"Parameter '{parameter.get('name')}' needs a valueCode or "
-                                 "valueString.",
-                                 expression=f"Parameters.parameter[{index}]")
+            raise InvalidRequest(
+                f"Parameter '{parameter.get('name')}' needs a valueCode or valueString.",
+                expression=f"Parameters.parameter[{index}]",
+            )
         values[str(parameter.get("name"))] = value
     return values

@@ -37,8 +37,11 @@ async def _http_error(request: Request, exc: HTTPException) -> FhirResponse:
     else:
         diagnostics = str(exc.detail)
     issue = Issue(diagnostics, code=_HTTP_CODES.get(exc.status_code, "processing"))
-    return FhirResponse(operation_outcome([issue]), status_code=exc.status_code,
-                        headers=getattr(exc, "headers", None))
+    return FhirResponse(
+        operation_outcome([issue]),
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
 
 
 async def _validation_error(_request: Request, exc: RequestValidationError) -> FhirResponse:
@@ -52,14 +55,15 @@ async def _validation_error(_request: Request, exc: RequestValidationError) -> F
 async def _storage_error(_request: Request, exc: SQLAlchemyError) -> FhirResponse:
     # The statement may hold PHI: log only the error class.
     log.error("storage error: %s", type(exc).__name__)
-    issue = Issue("The hub's storage is not available right now; retry later.",
-                  code="transient")
-    return FhirResponse(operation_outcome([issue]), status_code=503,
-                        headers={"Retry-After": "5"})
+    issue = Issue("The hub's storage is not available right now; retry later.", code="transient")
+    return FhirResponse(operation_outcome([issue]), status_code=503, headers={"Retry-After": "5"})
 
 
 async def _unexpected_error(_request: Request, exc: Exception) -> FhirResponse:
     log.exception("unexpected error: %s", type(exc).__name__)
-    issue = Issue("The hub failed to process the request; the failure was logged.",
-                  code="exception", severity="fatal")
+    issue = Issue(
+        "The hub failed to process the request; the failure was logged.",
+        code="exception",
+        severity="fatal",
+    )
     return FhirResponse(operation_outcome([issue]), status_code=500)

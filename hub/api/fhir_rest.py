@@ -10,13 +10,14 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from hub.api.capability import capability_statement
-from hub.api.deps import base_url, read_body, unit_of_work
+from hub.api.deps import base_url, read_body, read_form, unit_of_work
 from hub.api.responses import FhirResponse, resource_response
 from hub.errors import InvalidRequest, information_outcome
 from hub.fhir import bundles
 from hub.fhir.dates import date_range
 from hub.fhir.interactions import parse_etag, require_type
 from hub.fhir.transactions import process_bundle
+from hub.storage.search import whole_number
 
 router = APIRouter(prefix="/fhir", tags=["FHIR"])
 Body = Annotated[Any, Depends(read_body)]
@@ -54,10 +55,14 @@ def search(request: Request, resource_type: str, base: Base) -> FhirResponse:
 
 
 @router.post("/{resource_type}/_search")
-async def search_by_post(request: Request, resource_type: str, base: Base) -> FhirResponse:
+async def search_by_post(
+    request: Request,
+    resource_type: str,
+    base: Base,
+    form: Annotated[list[tuple[str, str]], Depends(read_form)],
+) -> FhirResponse:
     """Search with the parameters in an application/x-www-form-urlencoded body."""
-    form = await request.form()
-    params = _query(request) + [(k, str(v)) for k, v in form.multi_items()]
+    params = _query(request) + form
     return await run_in_threadpool(_search, request, resource_type, params, base)
 
 
@@ -85,16 +90,21 @@ def type_history(request: Request, resource_type: str, base: Base) -> FhirRespon
 
 @router.get("/{resource_type}/{resource_id}", response_model=None)
 def read(
-    request: Request, resource_type: str, resource_id: str, base: Base,
+    request: Request,
+    resource_type: str,
+    resource_id: str,
+    base: Base,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Read the current version of a resource."""
     with unit_of_work(request) as fhir:
         stored = fhir.read(resource_type, resource_id)
     if resource_type == "Binary" and _wants_raw(accept):
-        return Response(base64.b64decode(stored.content.get("data", "")),
-                        media_type=stored.content.get("contentType", "application/octet-stream"),
-                        headers={"ETag": stored.etag})
+        return Response(
+            base64.b64decode(stored.content.get("data", "")),
+            media_type=stored.content.get("contentType", "application/octet-stream"),
+            headers={"ETag": stored.etag},
+        )
     return resource_response(stored, base)
 
 
@@ -110,8 +120,9 @@ def update(
 ) -> FhirResponse:
     """Update a resource (or create it with this id); If-Match guards against lost updates."""
     with unit_of_work(request) as fhir:
-        stored, created = fhir.update(resource_type, resource_id, body,
-                                      if_match=parse_etag(if_match))
+        stored, created = fhir.update(
+            resource_type, resource_id, body, if_match=parse_etag(if_match)
+        )
         fhir.finish()
     return resource_response(stored, base, status=201 if created else 200, prefer=prefer)
 
@@ -121,8 +132,11 @@ def delete(request: Request, resource_type: str, resource_id: str) -> FhirRespon
     """Delete a resource (its history is kept)."""
     with unit_of_work(request) as fhir:
         stored = fhir.delete(resource_type, resource_id)
-    text = (f"{resource_type}/{resource_id} deleted." if stored
-            else f"{resource_type}/{resource_id} did not exist or was already deleted.")
+    text = (
+        f"{resource_type}/{resource_id} deleted."
+        if stored
+        else f"{resource_type}/{resource_id} did not exist or was already deleted."
+    )
     headers = {"ETag": stored.etag} if stored else {}
     return FhirResponse(information_outcome(text), headers=headers)
 
@@ -149,6 +163,7 @@ def _search(
     request: Request, resource_type: str, params: list[tuple[str, str]], base: str
 ) -> FhirResponse:
     with unit_of_work(request) as fhir:
+        require_type(resource_type)
         query = fhir.parse_search(resource_type, params)
         page = fhir.searcher.search(query)
     return FhirResponse(bundles.searchset(base, query, params, page))
@@ -160,27 +175,21 @@ def _history(
     params = dict(request.query_params)
     unknown = set(params) - {"_count", "_offset", "_since", "_format"}
     if unknown:
-        raise InvalidRequest(f"History does not support {', '.join(sorted(unknown))}.",
-                             expression="_history")
+        raise InvalidRequest(
+            f"History does not support {', '.join(sorted(unknown))}.", expression="_history"
+        )
     with unit_of_work(request) as fhir:
         if resource_type:
             require_type(resource_type)
-        count = _whole(params.get("_count"), fhir.default_count)
+        count = whole_number(params.get("_count", str(fhir.default_count)), "_count")
         versions, total = fhir.repository.history(
-            resource_type, resource_id,
+            resource_type,
+            resource_id,
             since=_since(params.get("_since")),
             count=min(count, fhir.max_count),
-            offset=_whole(params.get("_offset"), 0),
+            offset=whole_number(params.get("_offset", "0"), "_offset"),
         )
     return FhirResponse(bundles.history(base, str(request.url), versions, total))
-
-
-def _whole(raw: str | None, default: int) -> int:
-    if raw is None:
-        return default
-    if not raw.isdigit():
-        raise InvalidRequest(f"'{raw}' is not a non-negative whole number.")
-    return int(raw)
 
 
 def _since(raw: str | None) -> Any:
@@ -189,8 +198,7 @@ def _since(raw: str | None) -> Any:
     try:
         return date_range(raw)[0]
     except ValueError as exc:
-        raise InvalidRequest(f"_since={raw} is not a FHIR instant.",
-                             expression="_since") from exc
+        raise InvalidRequest(f"_since={raw} is not a FHIR instant.", expression="_since") from exc
 
 
 def _wants_raw(accept: str | None) -> bool:

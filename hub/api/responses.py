@@ -36,8 +36,14 @@ def resource_response(
     if prefer and "return=minimal" in prefer:
         body = None
     elif prefer and "return=OperationOutcome" in prefer:
-        body = {"resourceType": "OperationOutcome", "issue": [{
-            "severity": "information", "code": "informational",
-            "diagnostics": f"{stored.reference} stored as version {stored.version_id}.",
-        }]}
+        body = {
+            "resourceType": "OperationOutcome",
+            "issue": [
+                {
+                    "severity": "information",
+                    "code": "informational",
+                    "diagnostics": f"{stored.reference} stored as version {stored.version_id}.",
+                }
+            ],
+        }
     return FhirResponse(body, status_code=status, headers=headers)

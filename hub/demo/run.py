@@ -37,8 +37,9 @@ class BackgroundServer:
     """uvicorn in a thread, so the demo can call the hub and then keep serving."""
 
     def __init__(self, settings: Settings) -> None:
-        config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
-                                log_level="warning")
+        config = uvicorn.Config(
+            create_app(settings), host=settings.host, port=settings.port, log_level="warning"
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.url = f"http://{settings.host}:{settings.port}"
@@ -63,10 +64,13 @@ def refer_synthetic_patient(fhir_base: str, seed: int = 7) -> DemoCase:
         created = _locations(records)
         referral = build_referral(created["Patient"], created["Practitioner"], seed)
         system, value = referral_identifier(seed)
-        stored_referral = _ok(client.post(
-            "/ServiceRequest", json=referral,
-            headers={"If-None-Exist": f"identifier={system}|{value}"},
-        ))
+        stored_referral = _ok(
+            client.post(
+                "/ServiceRequest",
+                json=referral,
+                headers={"If-None-Exist": f"identifier={system}|{value}"},
+            )
+        )
         referral_id = stored_referral["id"]
         tasks = _ok(client.get("/Task", params={"focus": f"ServiceRequest/{referral_id}"}))
         task = tasks["entry"][0]["resource"]
@@ -86,8 +90,10 @@ def refer_synthetic_patient(fhir_base: str, seed: int = 7) -> DemoCase:
 
 def _ok(response: httpx.Response) -> Any:
     if response.status_code >= 300:
-        raise RuntimeError(f"{response.request.method} {response.request.url} answered "
-                           f"{response.status_code}: {response.text[:500]}")
+        raise RuntimeError(
+            f"{response.request.method} {response.request.url} answered "
+            f"{response.status_code}: {response.text[:500]}"
+        )
     return response.json()
 
 

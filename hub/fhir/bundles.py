@@ -44,7 +44,7 @@ def searchset(
     links = [link("self", query.offset)]
     if query.count and query.offset + query.count < page.total:
         links.append(link("next", query.offset + query.count))
-    if query.offset > 0:
+    if query.count and query.offset > 0:
         links.append(link("previous", max(query.offset - query.count, 0)))
     entries = [
         {"fullUrl": full_url(base, s), "resource": s.content, "search": {"mode": "match"}}
@@ -64,8 +64,7 @@ def searchset(
     }
 
 
-def history(base: str, self_url: str, versions: list[StoredResource], total: int
-            ) -> dict[str, Any]:
+def history(base: str, self_url: str, versions: list[StoredResource], total: int) -> dict[str, Any]:
     """A history Bundle: each version with the method that wrote it."""
     entries = []
     for version in versions:

@@ -34,16 +34,21 @@ def date_range(value: str) -> tuple[datetime, datetime]:
     month = int(parts["month"])
     if parts["day"] is None:
         low = datetime(year, month, 1)
-        return low, (datetime(year + 1, 1, 1) if month == 12 else datetime(year, month + 1, 1))
+        return low, (_add_years(year) if month == 12 else datetime(year, month + 1, 1))
     day = int(parts["day"])
     if parts["hour"] is None:
         low = datetime(year, month, day)
-        return low, low + timedelta(days=1)
+        return low, _after(low, timedelta(days=1))
     fraction = parts["fraction"] or ""
     micro = int((fraction[1:] + "000000")[:6]) if fraction else 0
     local = datetime(
-        year, month, day, int(parts["hour"]), int(parts["minute"]),
-        int(parts["second"] or 0), micro,
+        year,
+        month,
+        day,
+        int(parts["hour"]),
+        int(parts["minute"]),
+        int(parts["second"] or 0),
+        micro,
     )
     low = _to_utc(local, parts["tz"])
     if fraction:
@@ -52,7 +57,12 @@ def date_range(value: str) -> tuple[datetime, datetime]:
         step = timedelta(seconds=1)
     else:
         step = timedelta(minutes=1)
-    return low, low + step
+    return low, _after(low, step)
+
+
+def _after(low: datetime, step: timedelta) -> datetime:
+    """`low + step`, or LATEST where that would pass the end of the datetime range."""
+    return low + step if low <= LATEST - step else max(low, LATEST)
 
 
 def _add_years(year: int) -> datetime:
@@ -63,8 +73,13 @@ def _to_utc(local: datetime, tz: str | None) -> datetime:
     if tz is None or tz == "Z":
         return local
     sign = 1 if tz[0] == "+" else -1
-    offset = timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6]))
-    return local - sign * offset
+    hours, minutes = int(tz[1:3]), int(tz[4:6])
+    if minutes > 59 or hours * 60 + minutes > 14 * 60:
+        raise ValueError(f"'{tz}' is not a time-zone offset")
+    try:
+        return local - sign * timedelta(hours=hours, minutes=minutes)
+    except OverflowError as exc:
+        raise ValueError(f"{local.isoformat()}{tz} is outside the supported range") from exc
 
 
 def utc_now() -> datetime:

@@ -32,7 +32,11 @@ class FhirInteractions:
     """create / read / vread / update / delete / search / history on `session`."""
 
     def __init__(
-        self, session: Session, *, default_count: int = 50, max_count: int = 500,
+        self,
+        session: Session,
+        *,
+        default_count: int = 50,
+        max_count: int = 500,
         actor: Actor = HUB_ACTOR,
     ) -> None:
         self.session = session
@@ -45,8 +49,13 @@ class FhirInteractions:
 
     # -- instance and type level -------------------------------------------------------
     def create(
-        self, resource_type: str, resource: Any, *, if_none_exist: str | None = None,
-        where: str | None = None, resource_id: str | None = None,
+        self,
+        resource_type: str,
+        resource: Any,
+        *,
+        if_none_exist: str | None = None,
+        where: str | None = None,
+        resource_id: str | None = None,
     ) -> tuple[StoredResource, bool]:
         """Store a new resource; with If-None-Exist return the match instead. (stored, created)
 
@@ -59,15 +68,21 @@ class FhirInteractions:
             if existing is not None:
                 return existing, False
         self.cases.check_write(resource_type, resource, None)
-        stored = self.repository.create(resource_type, _without_id(resource),
-                                        resource_id=resource_id)
+        stored = self.repository.create(
+            resource_type, _without_id(resource), resource_id=resource_id
+        )
         self._written.append((where or resource_type, stored))
         self.cases.after_write(stored, None)
         return stored, True
 
     def update(
-        self, resource_type: str, resource_id: str, resource: Any, *,
-        if_match: int | None = None, where: str | None = None,
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: Any,
+        *,
+        if_match: int | None = None,
+        where: str | None = None,
     ) -> tuple[StoredResource, bool]:
         """Store a new version of `resource_id` (or create it under that id)."""
         require_type(resource_type)
@@ -75,8 +90,9 @@ class FhirInteractions:
         body_id = resource.get("id")
         if body_id != resource_id:
             raise InvalidRequest(
-                f"The resource's id '{body_id}' does not match the id in the URL "
-                f"'{resource_id}'." if body_id else "An update must carry the resource's id.",
+                f"The resource's id '{body_id}' does not match the id in the URL '{resource_id}'."
+                if body_id
+                else "An update must carry the resource's id.",
                 expression=f"{where or resource_type}.id",
             )
         old = self.repository.find(resource_type, resource_id)
@@ -103,8 +119,9 @@ class FhirInteractions:
         return self.repository.vread(resource_type, resource_id, int(version))
 
     def parse_search(self, resource_type: str, params: list[tuple[str, str]]) -> SearchQuery:
-        return parse_search(resource_type, params, default_count=self.default_count,
-                            max_count=self.max_count)
+        return parse_search(
+            resource_type, params, default_count=self.default_count, max_count=self.max_count
+        )
 
     def finish(self) -> list[StoredResource]:
         """End of the unit of work: check references, open cases; return the cases opened.
@@ -112,12 +129,16 @@ class FhirInteractions:
         References are checked here, not per write, so that the entries of a transaction
         may point at each other in any order (like a deferred foreign key).
         """
-        issues = [issue for where, stored in self._written
-                  for issue in self._reference_issues(stored, where)]
+        issues = [
+            issue
+            for where, stored in self._written
+            for issue in self._reference_issues(stored, where)
+        ]
         self._written.clear()
         if issues:
-            raise UnprocessableResource("The resource has references that cannot be used.",
-                                        issues=issues)
+            raise UnprocessableResource(
+                "The resource has references that cannot be used.", issues=issues
+            )
         return self.cases.finish()
 
     def _reference_issues(self, stored: StoredResource, where: str) -> list[Issue]:
@@ -125,8 +146,10 @@ class FhirInteractions:
         for path, reference in iter_references(stored.content, where):
             problem = format_problem(reference)
             if reference.startswith("urn:uuid:"):
-                problem = (f"'{reference}' names no entry of this transaction; a stored "
-                           "resource cannot keep a urn:uuid reference.")
+                problem = (
+                    f"'{reference}' names no entry of this transaction; a stored "
+                    "resource cannot keep a urn:uuid reference."
+                )
             if problem:
                 issues.append(Issue(problem, code="value", expression=(path,)))
                 continue
@@ -146,8 +169,9 @@ class FhirInteractions:
         return self.repository.find(parts[0], parts[1]) is not None
 
     def conditional_match(self, resource_type: str, criteria: str) -> StoredResource | None:
-        query = self.parse_search(resource_type, parse_qsl(criteria.lstrip("?"),
-                                                           keep_blank_values=True))
+        query = self.parse_search(
+            resource_type, parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
+        )
         query.count = 2
         matches = self.searcher.search(query).matches
         if len(matches) > 1:

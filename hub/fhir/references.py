@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from hub.errors import Issue
+from hub.fhir.validation import is_resource_type
 
 _RELATIVE = re.compile(r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}(/_history/[A-Za-z0-9\-.]{1,64})?$")
 _ABSOLUTE = re.compile(r"^(https?://\S+|urn:uuid:[0-9a-fA-F\-]{36}|urn:oid:[0-9.]+|#\S*)$")
@@ -32,22 +33,36 @@ def is_local(reference: str) -> bool:
 
 def format_problem(reference: str) -> str | None:
     """Why `reference` is not a well-formed Reference.reference, or None."""
-    if is_local(reference) or _ABSOLUTE.match(reference):
+    if is_local(reference):
+        resource_type = reference.split("/")[0]
+        if not is_resource_type(resource_type):
+            return (
+                f"'{reference}' is not a reference: '{resource_type}' is not a FHIR R4 "
+                "resource type."
+            )
         return None
-    return (f"'{reference}' is not a reference: expected Type/id, an absolute URL, "
-            "urn:uuid:, urn:oid: or #contained.")
+    if _ABSOLUTE.match(reference):
+        return None
+    return (
+        f"'{reference}' is not a reference: expected Type/id, an absolute URL, "
+        "urn:uuid:, urn:oid: or #contained."
+    )
 
 
 def unresolved(reference: str, path: str) -> Issue:
-    return Issue(f"The reference '{reference}' does not resolve to a resource on this server.",
-                 code="not-found", expression=(path,))
+    return Issue(
+        f"The reference '{reference}' does not resolve to a resource on this server.",
+        code="not-found",
+        expression=(path,),
+    )
 
 
 def rewrite(node: Any, assigned: dict[str, str]) -> Any:
     """A copy of `node` with each reference found in `assigned` replaced by its value."""
     if isinstance(node, dict):
         return {
-            key: assigned.get(value, value) if key == "reference" and isinstance(value, str)
+            key: assigned.get(value, value)
+            if key == "reference" and isinstance(value, str)
             else rewrite(value, assigned)
             for key, value in node.items()
         }

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl
 
-from hub.errors import HubError, InvalidRequest, Issue, MethodNotAllowed
+from hub.errors import HubError, InvalidRequest, Issue, MethodNotAllowed, NotFound
 from hub.fhir.bundles import response_entry, searchset
 from hub.fhir.interactions import FhirInteractions, parse_etag, require_type
 from hub.fhir.references import rewrite
@@ -34,6 +34,7 @@ def process_bundle(interactions: FhirInteractions, bundle: Any, base: str) -> di
     entries = list(bundle.get("entry") or [])
     for index, entry in enumerate(entries):
         _check_entry(index, entry)
+    _check_full_urls(entries)
     if kind == "transaction":
         responses = _transaction(interactions, entries, base)
     else:
@@ -56,16 +57,51 @@ def _check_entry(index: int, entry: dict[str, Any]) -> None:
     if not request.get("url"):
         raise InvalidRequest(f"Entry {index} has no request.url.", expression=f"{where}.url")
     if request["method"] in ("POST", "PUT") and "resource" not in entry:
-        raise InvalidRequest(f"Entry {index}: a {request['method']} needs a resource.",
-                             expression=f"Bundle.entry[{index}].resource")
+        raise InvalidRequest(
+            f"Entry {index}: a {request['method']} needs a resource.",
+            expression=f"Bundle.entry[{index}].resource",
+        )
+
+
+def _check_full_urls(entries: list[dict[str, Any]]) -> None:
+    """bdl-7: a fullUrl names one entry (else urn:uuid references would be ambiguous)."""
+    seen: set[str] = set()
+    for index, entry in enumerate(entries):
+        url = entry.get("fullUrl")
+        if url and url in seen:
+            raise InvalidRequest(
+                f"Entry {index} repeats the fullUrl '{url}' of an earlier entry.",
+                expression=f"Bundle.entry[{index}].fullUrl",
+            )
+        if url:
+            seen.add(url)
+
+
+def _check_identities(entries: list[dict[str, Any]]) -> None:
+    """FHIR R4 §3.1.0.11.2: a transaction whose writes touch one resource twice fails."""
+    seen: set[str] = set()
+    for index, entry in enumerate(entries):
+        method = entry["request"]["method"]
+        if method == "POST":
+            identity = entry["_assigned"][0]
+        elif method in ("PUT", "DELETE"):
+            identity = entry["request"]["url"].lstrip("/").partition("?")[0]
+        else:
+            continue
+        if identity in seen:
+            raise InvalidRequest(
+                f"Entry {index} writes {identity}, which an earlier entry writes too.",
+                expression=f"Bundle.entry[{index}].request.url",
+            )
+        seen.add(identity)
 
 
 def _transaction(
     interactions: FhirInteractions, entries: list[dict[str, Any]], base: str
 ) -> list[dict[str, Any]]:
     assigned = _assign_ids(interactions, entries)
-    order = sorted(range(len(entries)),
-                   key=lambda i: METHOD_ORDER[entries[i]["request"]["method"]])
+    _check_identities(entries)
+    order = sorted(range(len(entries)), key=lambda i: METHOD_ORDER[entries[i]["request"]["method"]])
     responses: list[dict[str, Any]] = [{} for _ in entries]
     for index in order:
         entry = entries[index]
@@ -92,10 +128,12 @@ def _batch(
             savepoint.commit()
         except HubError as exc:
             savepoint.rollback()
-            response = {"response": {
-                "status": str(exc.status_code),
-                "outcome": exc.operation_outcome(),
-            }}
+            response = {
+                "response": {
+                    "status": str(exc.status_code),
+                    "outcome": exc.operation_outcome(),
+                }
+            }
         responses.append(response)
     return responses
 
@@ -107,8 +145,14 @@ def _assign_ids(interactions: FhirInteractions, entries: list[dict[str, Any]]) -
         request = entry["request"]
         if request["method"] != "POST":
             continue
-        resource_type = request["url"].split("?")[0]
-        require_type(resource_type)
+        resource_type = request["url"].lstrip("/").split("?")[0]
+        where = f"Bundle.entry[{index}].request.url"
+        if "/" in resource_type:
+            raise InvalidRequest(
+                f"Entry {index}: a POST's url names a resource type, not '{resource_type}'.",
+                expression=where,
+            )
+        _require_type(resource_type, index)
         existing = None
         if request.get("ifNoneExist"):
             try:
@@ -124,7 +168,10 @@ def _assign_ids(interactions: FhirInteractions, entries: list[dict[str, Any]]) -
 
 
 def _run_entry(
-    interactions: FhirInteractions, index: int, entry: dict[str, Any], base: str,
+    interactions: FhirInteractions,
+    index: int,
+    entry: dict[str, Any],
+    base: str,
     assigned: dict[str, str],
 ) -> dict[str, Any]:
     request = entry["request"]
@@ -137,15 +184,26 @@ def _run_entry(
         if existing is not None:
             return {"response": response_entry(base, existing, 200)}
         stored, created = interactions.create(
-            parts[0], entry["resource"], where=where,
+            parts[0],
+            entry["resource"],
+            where=where,
             if_none_exist=None if target else request.get("ifNoneExist"),
             resource_id=target.split("/")[1] if target else None,
         )
         return {"response": response_entry(base, stored, 201 if created else 200)}
     if method == "PUT" and len(parts) == 2:
+        try:
+            if_match = parse_etag(request.get("ifMatch"))
+        except InvalidRequest as exc:
+            raise InvalidRequest(
+                exc.diagnostics, expression=f"Bundle.entry[{index}].request.ifMatch"
+            ) from exc
         stored, created = interactions.update(
-            parts[0], parts[1], entry["resource"], where=where,
-            if_match=parse_etag(request.get("ifMatch")),
+            parts[0],
+            parts[1],
+            entry["resource"],
+            where=where,
+            if_match=if_match,
         )
         return {"response": response_entry(base, stored, 201 if created else 200)}
     if method == "DELETE" and len(parts) == 2:
@@ -155,13 +213,25 @@ def _run_entry(
         stored = interactions.read(parts[0], parts[1])
         return {"resource": stored.content, "response": response_entry(base, stored, 200)}
     if method == "GET" and len(parts) == 1:
+        _require_type(parts[0], index)
         params = parse_qsl(query, keep_blank_values=True)
         search = interactions.parse_search(parts[0], params)
         page = interactions.searcher.search(search)
-        return {"resource": searchset(base, search, params, page),
-                "response": {"status": "200 OK"}}
-    raise MethodNotAllowed(f"Entry {index}: {method} {url} is not supported in a Bundle.",
-                           expression=f"Bundle.entry[{index}].request.url")
+        return {"resource": searchset(base, search, params, page), "response": {"status": "200 OK"}}
+    raise MethodNotAllowed(
+        f"Entry {index}: {method} {url} is not supported in a Bundle.",
+        expression=f"Bundle.entry[{index}].request.url",
+    )
+
+
+def _require_type(resource_type: str, index: int) -> None:
+    """NotFound, located at the entry's request.url, unless the hub serves the type."""
+    try:
+        require_type(resource_type)
+    except NotFound as exc:
+        raise NotFound(
+            f"Entry {index}: {exc.diagnostics}", expression=f"Bundle.entry[{index}].request.url"
+        ) from exc
 
 
 def _located(issue: Issue, index: int) -> Issue:

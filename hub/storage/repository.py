@@ -176,8 +176,9 @@ class ResourceRepository:
             "versionId": str(version_id),
             "lastUpdated": instant(now),
         }
-        stored = StoredResource(resource_type, resource_id, version_id, now, deleted, content,
-                                method)
+        stored = StoredResource(
+            resource_type, resource_id, version_id, now, deleted, content, method
+        )
         self.session.add(
             ResourceVersionRow(
                 res_type=resource_type,
@@ -224,8 +225,13 @@ class ResourceRepository:
 def _stored(row: ResourceRow | ResourceVersionRow) -> StoredResource:
     method = row.method if isinstance(row, ResourceVersionRow) else "GET"
     return StoredResource(
-        row.res_type, row.res_id, row.version_id, row.last_updated, row.deleted,
-        json.loads(row.content), method,
+        row.res_type,
+        row.res_id,
+        row.version_id,
+        row.last_updated,
+        row.deleted,
+        json.loads(row.content),
+        method,
     )
 
 

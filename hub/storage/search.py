@@ -76,9 +76,9 @@ def parse_search(
         name, _, modifier = raw_name.partition(":")
         where = f"{resource_type}?{raw_name}"
         if name == "_count":
-            query.count = min(_non_negative(raw_value, where), max_count)
+            query.count = min(whole_number(raw_value, where), max_count)
         elif name == "_offset":
-            query.offset = _non_negative(raw_value, where)
+            query.offset = whole_number(raw_value, where)
         elif name == "_sort":
             if raw_value not in SORTS:
                 raise InvalidRequest(
@@ -101,22 +101,31 @@ def parse_search(
     return query
 
 
-def _non_negative(raw: str, where: str) -> int:
-    if not raw.isdigit():
-        raise InvalidRequest(f"'{raw}' is not a non-negative whole number.", expression=where)
+# Offsets beyond this overflow the database's LIMIT/OFFSET integers.
+MAX_OFFSET = 2**31 - 1
+
+
+def whole_number(raw: str, where: str) -> int:
+    """A paging number (_count, _offset) from 0 to MAX_OFFSET, or InvalidRequest."""
+    if not raw.isdigit() or int(raw) > MAX_OFFSET:
+        raise InvalidRequest(
+            f"'{raw}' is not a whole number from 0 to {MAX_OFFSET}.", expression=where
+        )
     return int(raw)
 
 
 def _parse_include(raw: str, where: str) -> Include:
     parts = raw.split(":")
     if len(parts) not in (2, 3):
-        raise InvalidRequest(f"_include={raw} must be Type:parameter[:TargetType].",
-                             expression=where)
+        raise InvalidRequest(
+            f"_include={raw} must be Type:parameter[:TargetType].", expression=where
+        )
     source, param = parts[0], parts[1]
     spec = search_parameters().get(source, {}).get(param)
     if spec is None or spec.type != "reference":
-        raise InvalidRequest(f"_include={raw}: {source} has no reference parameter '{param}'.",
-                             expression=where)
+        raise InvalidRequest(
+            f"_include={raw}: {source} has no reference parameter '{param}'.", expression=where
+        )
     return Include(source, param, parts[2] if len(parts) == 3 else None)
 
 
@@ -132,8 +141,9 @@ def _criterion(resource_type: str, name: str, modifier: str | None, raw: str) ->
     if spec is not None and spec.type == "reference":
         allowed |= set(spec.targets or search_parameters())
     if modifier is not None and modifier not in allowed:
-        raise InvalidRequest(f"Modifier ':{modifier}' is not supported on '{name}'.",
-                             expression=where)
+        raise InvalidRequest(
+            f"Modifier ':{modifier}' is not supported on '{name}'.", expression=where
+        )
     if modifier == "missing" and raw not in ("true", "false"):
         raise InvalidRequest(f"{name}:missing must be true or false.", expression=where)
     if modifier != "missing" and (name == "_lastUpdated" or (spec and spec.type == "date")):
@@ -148,8 +158,9 @@ def _date_criterion_bounds(value: str, where: str) -> tuple[str, datetime, datet
     try:
         low, high = date_range(text)
     except ValueError as exc:
-        raise InvalidRequest(f"'{value}' is not a valid date search value: {exc}.",
-                             expression=where) from exc
+        raise InvalidRequest(
+            f"'{value}' is not a valid date search value: {exc}.", expression=where
+        ) from exc
     return prefix, low, high
 
 
@@ -157,8 +168,8 @@ def _point_condition(
     prefix: str, moment: Any, p_low: datetime, p_high: datetime
 ) -> ColumnElement[bool]:
     """The same comparison for an exact instant (such as _lastUpdated)."""
-    inside = and_(moment >= p_low, moment < p_high)
-    return {
+    inside: ColumnElement[bool] = and_(moment >= p_low, moment < p_high)
+    conditions: dict[str, ColumnElement[bool]] = {
         "eq": inside,
         "ne": not_(inside),
         "lt": moment < p_low,
@@ -167,24 +178,30 @@ def _point_condition(
         "ge": moment >= p_low,
         "sa": moment >= p_high,
         "eb": moment < p_low,
-    }[prefix]
+    }
+    return conditions[prefix]
 
 
 def _range_condition(
     prefix: str, low: Any, high: Any, p_low: datetime, p_high: datetime
 ) -> ColumnElement[bool]:
-    """FHIR R4 search §3.1.1.5.3: compare the stored range [low, high) with the parameter's."""
-    equal = and_(low >= p_low, high <= p_high)
-    return {
-        "eq": equal,
-        "ne": not_(equal),
+    """FHIR R4 search §3.1.1.5.3: compare the stored range [low, high) with the parameter's.
+
+    ge and le match a target that overlaps the value's range or lies beyond it (as HAPI
+    reads the spec): `le2024-02-20` finds a course of treatment that began that day.
+    """
+    contained: ColumnElement[bool] = and_(low >= p_low, high <= p_high)
+    conditions: dict[str, ColumnElement[bool]] = {
+        "eq": contained,
+        "ne": not_(contained),
         "lt": low < p_low,
         "gt": high > p_high,
         "le": low < p_high,
         "ge": high > p_low,
         "sa": low >= p_high,
         "eb": high <= p_low,
-    }[prefix]
+    }
+    return conditions[prefix]
 
 
 class SearchRunner:
@@ -195,15 +212,15 @@ class SearchRunner:
 
     def search(self, query: SearchQuery) -> SearchPage:
         select_matches = self.matching(query)
-        total = self.session.scalar(
-            select(func.count()).select_from(select_matches.subquery())
-        ) or 0
+        total = (
+            self.session.scalar(select(func.count()).select_from(select_matches.subquery())) or 0
+        )
         ordered = select_matches.order_by(*_order(query.sort)).limit(query.count)
         rows = list(self.session.scalars(ordered.offset(query.offset)))
         matches = [_stored(row) for row in rows]
         return SearchPage(matches, self._included(matches, query.includes), total)
 
-    def matching(self, query: SearchQuery) -> Select[tuple[ResourceRow]]:
+    def matching(self, query: SearchQuery) -> Select[ResourceRow]:
         """A SELECT of the current, undeleted resources the query's criteria match."""
         statement = select(ResourceRow).where(
             ResourceRow.res_type == query.resource_type, ResourceRow.deleted == false()
@@ -212,14 +229,20 @@ class SearchRunner:
         for criterion in query.criteria:
             spec = known.get(criterion.name)
             statement = statement.where(
-                or_(*[self._condition(query.resource_type, criterion, spec, v)
-                      for v in criterion.values])
+                or_(
+                    *[
+                        self._condition(query.resource_type, criterion, spec, v)
+                        for v in criterion.values
+                    ]
+                )
             )
         return statement
 
     def _condition(
         self, resource_type: str, criterion: Criterion, spec: SearchParameter | None, value: str
     ) -> ColumnElement[bool]:
+        if criterion.name in ("_id", "_lastUpdated") and criterion.modifier == "missing":
+            return false() if value == "true" else true()  # every resource has both
         if criterion.name == "_id":
             return ResourceRow.res_id == value
         if criterion.name == "_lastUpdated":
@@ -297,8 +320,9 @@ def _value_condition(
         return index.value == value
     if spec.type == "date":
         prefix, p_low, p_high = _date_criterion_bounds(value, spec.name)
-        return and_(index.low.is_not(None),
-                    _range_condition(prefix, index.low, index.high, p_low, p_high))
+        return and_(
+            index.low.is_not(None), _range_condition(prefix, index.low, index.high, p_low, p_high)
+        )
     return true()
 
 

@@ -21,8 +21,9 @@ BUSINESS_STATUSES: dict[str, frozenset[str | None]] = {
     "received": frozenset({"awaiting-records", "records-complete"}),
     "accepted": frozenset({"awaiting-records", "records-complete", "assigned"}),
     "in-progress": frozenset({"assigned", "opinion-drafted", "opinion-delivered"}),
-    "on-hold": frozenset({None, "awaiting-records", "records-complete", "assigned",
-                          "opinion-drafted"}),
+    "on-hold": frozenset(
+        {None, "awaiting-records", "records-complete", "assigned", "opinion-drafted"}
+    ),
     "completed": frozenset({"opinion-delivered"}),
     "rejected": frozenset({None}),
     "cancelled": frozenset({None}),
@@ -46,7 +47,10 @@ RECEIVED_BUSINESS_STATUS = "awaiting-records"
 
 
 def transition_problem(
-    old_status: str, old_business: str | None, new_status: str, new_business: str | None,
+    old_status: str,
+    old_business: str | None,
+    new_status: str,
+    new_business: str | None,
     has_reason: bool,
 ) -> str | None:
     """Why the move is illegal, or None if it is allowed."""
@@ -54,12 +58,16 @@ def transition_problem(
         return f"'{new_status}' is not a status a case can have."
     if new_status != old_status and new_status not in STATUS_MOVES.get(old_status, frozenset()):
         allowed = ", ".join(sorted(STATUS_MOVES.get(old_status, frozenset()))) or "none"
-        return (f"A case cannot move from '{old_status}' to '{new_status}' "
-                f"(allowed from '{old_status}': {allowed}).")
+        return (
+            f"A case cannot move from '{old_status}' to '{new_status}' "
+            f"(allowed from '{old_status}': {allowed})."
+        )
     if new_business not in BUSINESS_STATUSES[new_status]:
         allowed_codes = sorted(c or "(none)" for c in BUSINESS_STATUSES[new_status])
-        return (f"A case in '{new_status}' cannot have businessStatus '{new_business}' "
-                f"(allowed: {', '.join(allowed_codes)}).")
+        return (
+            f"A case in '{new_status}' cannot have businessStatus '{new_business}' "
+            f"(allowed: {', '.join(allowed_codes)})."
+        )
     if new_status == "completed" and old_business != "opinion-delivered":
         return "A case can be completed only once its opinion was delivered."
     if new_status != old_status and new_status in NEEDS_REASON and not has_reason:

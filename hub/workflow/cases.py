@@ -54,8 +54,7 @@ def is_second_opinion_referral(resource: dict[str, Any]) -> bool:
 
 def is_case_task(resource: dict[str, Any]) -> bool:
     return resource.get("resourceType") == "Task" and any(
-        (coding.get("system"), coding.get("code"))
-        == (codes.CASE_TASK_SYSTEM, codes.CASE_TASK_CODE)
+        (coding.get("system"), coding.get("code")) == (codes.CASE_TASK_SYSTEM, codes.CASE_TASK_CODE)
         for coding in (resource.get("code") or {}).get("coding") or []
     )
 
@@ -94,8 +93,10 @@ class CaseWorkflow:
         if resource_type != "Task" or old is None or not is_case_task(old.content):
             return
         problem = transition_problem(
-            str(old.content.get("status")), business_status_of(old.content),
-            str(new.get("status")), business_status_of(new),
+            str(old.content.get("status")),
+            business_status_of(old.content),
+            str(new.get("status")),
+            business_status_of(new),
             has_reason=bool(new.get("statusReason")),
         )
         if problem:
@@ -108,9 +109,13 @@ class CaseWorkflow:
             self._new_referrals.append(stored)
         elif old is None and stored.resource_type == "Task":
             self._new_tasks.append(stored)
-        elif is_case_task(stored.content) and old is not None and (
-            old.content.get("status") != stored.content.get("status")
-            or business_status_of(old.content) != business_status_of(stored.content)
+        elif (
+            is_case_task(stored.content)
+            and old is not None
+            and (
+                old.content.get("status") != stored.content.get("status")
+                or business_status_of(old.content) != business_status_of(stored.content)
+            )
         ):
             self._record(stored, old)
 
@@ -227,10 +232,12 @@ class CaseWorkflow:
             "target": [{"reference": f"{task.reference}/_history/{task.version_id}"}],
             "recorded": instant(task.last_updated),
             "activity": {
-                "coding": [{
-                    "system": codes.DATA_OPERATION_SYSTEM,
-                    "code": "CREATE" if old is None else "UPDATE",
-                }],
+                "coding": [
+                    {
+                        "system": codes.DATA_OPERATION_SYSTEM,
+                        "code": "CREATE" if old is None else "UPDATE",
+                    }
+                ],
                 "text": f"{before} -> {_state_text(task.content)}",
             },
             "agent": [{"who": self.actor.to_fhir()}],
@@ -245,8 +252,13 @@ class CaseWorkflow:
 
 def _case_task_code() -> dict[str, Any]:
     return {
-        "coding": [{"system": codes.CASE_TASK_SYSTEM, "code": codes.CASE_TASK_CODE,
-                    "display": "Second-opinion case"}],
+        "coding": [
+            {
+                "system": codes.CASE_TASK_SYSTEM,
+                "code": codes.CASE_TASK_CODE,
+                "display": "Second-opinion case",
+            }
+        ],
     }
 
 

@@ -22,15 +22,15 @@ from hub.workflow.cases import CaseWorkflow
 FOLLOWED_TYPES = {"Practitioner", "Organization", "RelatedPerson", "Binary"}
 
 
-def record_bundle(
-    repository: ResourceRepository, referral_id: str, base: str
-) -> dict[str, Any]:
+def record_bundle(repository: ResourceRepository, referral_id: str, base: str) -> dict[str, Any]:
     """A `collection` Bundle of the case of ServiceRequest/`referral_id`, in a stable order."""
     referral = repository.read("ServiceRequest", referral_id)
     subject = split_reference((referral.content.get("subject") or {}).get("reference", ""))
     if subject is None or subject[0] != "Patient":
-        raise InvalidRequest("The referral's subject is not a Patient on this server.",
-                             expression="ServiceRequest.subject")
+        raise InvalidRequest(
+            "The referral's subject is not a Patient on this server.",
+            expression="ServiceRequest.subject",
+        )
     members: dict[tuple[str, str], StoredResource] = {
         ("ServiceRequest", referral_id): referral,
     }
@@ -69,8 +69,7 @@ def _pointing_at(
     rows = repository.session.execute(
         select(SearchIndexRow.res_type, SearchIndexRow.res_id).where(
             SearchIndexRow.param == ANY_REFERENCE,
-            or_(*(and_(SearchIndexRow.system == t, SearchIndexRow.value == i)
-                  for t, i in targets)),
+            or_(*(and_(SearchIndexRow.system == t, SearchIndexRow.value == i) for t, i in targets)),
         )
     )
     return sorted({(str(res_type), str(res_id)) for res_type, res_id in rows})
@@ -85,4 +84,3 @@ def _add(
         stored = repository.find(*key)
         if stored is not None:
             members[key] = stored
-

@@ -26,8 +26,10 @@ def move(client, task_id, status, business=None, reason=None):
         parameters.append({"name": "businessStatus", "valueCode": business})
     if reason:
         parameters.append({"name": "reason", "valueString": reason})
-    return client.post(f"/fhir/Task/{task_id}/$transition",
-                       content=json.dumps({"resourceType": "Parameters", "parameter": parameters}))
+    return client.post(
+        f"/fhir/Task/{task_id}/$transition",
+        content=json.dumps({"resourceType": "Parameters", "parameter": parameters}),
+    )
 
 
 def business(task):
@@ -85,8 +87,9 @@ def test_a_case_walks_to_completed(client):
 
 def test_an_illegal_move_is_refused_and_changes_nothing(client):
     _, _, task = open_case(client)
-    assert_outcome(move(client, task["id"], "completed", "opinion-delivered"), 409,
-                   expression="Task.status")
+    assert_outcome(
+        move(client, task["id"], "completed", "opinion-delivered"), 409, expression="Task.status"
+    )
     assert_outcome(move(client, task["id"], "on-hold"), 409, expression="Task.status")
     current = client.get(f"/fhir/Task/{task['id']}").json()
     assert current["meta"]["versionId"] == task["meta"]["versionId"]
@@ -121,15 +124,22 @@ def test_a_referrer_task_in_the_same_transaction_becomes_the_case(client):
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
-            {"fullUrl": "urn:uuid:6f1d1c0e-51f4-4c1a-9f0e-2f1a8f7c0a01",
-             "resource": referral(f"Patient/{child['id']}"),
-             "request": {"method": "POST", "url": "ServiceRequest"}},
-            {"fullUrl": "urn:uuid:6f1d1c0e-51f4-4c1a-9f0e-2f1a8f7c0a02",
-             "resource": {"resourceType": "Task", "status": "requested", "intent": "order",
-                          "identifier": [{"system": "https://outside-ehr.example/task",
-                                          "value": "T-1"}],
-                          "focus": {"reference": "urn:uuid:6f1d1c0e-51f4-4c1a-9f0e-2f1a8f7c0a01"}},
-             "request": {"method": "POST", "url": "Task"}},
+            {
+                "fullUrl": "urn:uuid:6f1d1c0e-51f4-4c1a-9f0e-2f1a8f7c0a01",
+                "resource": referral(f"Patient/{child['id']}"),
+                "request": {"method": "POST", "url": "ServiceRequest"},
+            },
+            {
+                "fullUrl": "urn:uuid:6f1d1c0e-51f4-4c1a-9f0e-2f1a8f7c0a02",
+                "resource": {
+                    "resourceType": "Task",
+                    "status": "requested",
+                    "intent": "order",
+                    "identifier": [{"system": "https://outside-ehr.example/task", "value": "T-1"}],
+                    "focus": {"reference": "urn:uuid:6f1d1c0e-51f4-4c1a-9f0e-2f1a8f7c0a01"},
+                },
+                "request": {"method": "POST", "url": "Task"},
+            },
         ],
     }
     response = client.post("/fhir", content=json.dumps(bundle))
@@ -148,10 +158,19 @@ def test_a_referrer_task_for_an_earlier_referral_without_a_case_opens_one(client
     plain_category = plain.pop("category")
     request = post(client, plain)
     request["category"] = plain_category  # now a second-opinion referral, still no case
-    assert client.put(f"/fhir/ServiceRequest/{request['id']}",
-                      content=json.dumps(request)).status_code == 200
-    post(client, {"resourceType": "Task", "status": "requested", "intent": "order",
-                  "focus": {"reference": f"ServiceRequest/{request['id']}"}})
+    assert (
+        client.put(f"/fhir/ServiceRequest/{request['id']}", content=json.dumps(request)).status_code
+        == 200
+    )
+    post(
+        client,
+        {
+            "resourceType": "Task",
+            "status": "requested",
+            "intent": "order",
+            "focus": {"reference": f"ServiceRequest/{request['id']}"},
+        },
+    )
     cases = client.get("/fhir/Task", params={"code": CASE_CODE}).json()
     assert cases["total"] == 1
     assert cases["entry"][0]["resource"]["status"] == "received"
@@ -161,25 +180,44 @@ def test_the_record_bundle_holds_the_case_and_the_patients_records(client):
     child, request, task = open_case(client)
     other = post(client, patient(family="Otherchild"))
     doctor = post(client, {"resourceType": "Practitioner", "name": [{"family": "Oncologist"}]})
-    observation = post(client, {
-        "resourceType": "Observation", "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "718-7"}]},
-        "subject": {"reference": f"Patient/{child['id']}"},
-        "performer": [{"reference": f"Practitioner/{doctor['id']}"}],
-        "valueQuantity": {"value": 9.1, "unit": "g/dL", "system": "http://unitsofmeasure.org",
-                          "code": "g/dL"},
-    })
-    post(client, {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
-                  "subject": {"reference": f"Patient/{other['id']}"}})
+    observation = post(
+        client,
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "718-7"}]},
+            "subject": {"reference": f"Patient/{child['id']}"},
+            "performer": [{"reference": f"Practitioner/{doctor['id']}"}],
+            "valueQuantity": {
+                "value": 9.1,
+                "unit": "g/dL",
+                "system": "http://unitsofmeasure.org",
+                "code": "g/dL",
+            },
+        },
+    )
+    post(
+        client,
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "x"},
+            "subject": {"reference": f"Patient/{other['id']}"},
+        },
+    )
     response = client.get(f"/fhir/ServiceRequest/{request['id']}/$record-bundle")
     assert response.status_code == 200
     bundle = response.json()
     Bundle.model_validate(bundle)
     assert bundle["type"] == "collection"
     members = {(e["resource"]["resourceType"], e["resource"]["id"]) for e in bundle["entry"]}
-    assert {("ServiceRequest", request["id"]), ("Task", task["id"]),
-            ("Patient", child["id"]), ("Observation", observation["id"]),
-            ("Practitioner", doctor["id"])} <= members
+    assert {
+        ("ServiceRequest", request["id"]),
+        ("Task", task["id"]),
+        ("Patient", child["id"]),
+        ("Observation", observation["id"]),
+        ("Practitioner", doctor["id"]),
+    } <= members
     assert ("Patient", other["id"]) not in members
     assert sum(1 for t, _ in members if t == "Provenance") == 2
     assert bundle["total"] == len(bundle["entry"]) == len(members)

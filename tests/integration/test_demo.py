@@ -26,17 +26,31 @@ def free_port() -> int:
 
 def test_hub_demo_opens_a_received_case_on_fresh_sqlite(tmp_path):
     database = tmp_path / "fresh" / "hub.db"
-    env = {**os.environ, "HUB_DATABASE_URL": f"sqlite:///{database}",
-           "HUB_PORT": str(free_port())}
-    result = subprocess.run([str(HUB), "demo", "--exit"], env=env, capture_output=True,
-                            text=True, timeout=300, check=False)
+    env = {**os.environ, "HUB_DATABASE_URL": f"sqlite:///{database}", "HUB_PORT": str(free_port())}
+    result = subprocess.run(
+        [str(HUB), "demo", "--exit"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert "State: received (awaiting-records)" in result.stdout
-    assert re.search(r"Record bundle: http://127\.0\.0\.1:\d+/fhir/ServiceRequest/[\w-]+/"
-                     r"\$record-bundle", result.stdout)
+    assert re.search(
+        r"Record bundle: http://127\.0\.0\.1:\d+/fhir/ServiceRequest/[\w-]+/"
+        r"\$record-bundle",
+        result.stdout,
+    )
     assert database.is_file()
-    again = subprocess.run([str(HUB), "demo", "--exit"], env=env, capture_output=True,
-                           text=True, timeout=300, check=False)
+    again = subprocess.run(
+        [str(HUB), "demo", "--exit"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert again.returncode == 0, again.stderr
     first_case = re.search(r"Case opened: (Task/\S+)", result.stdout)
     second_case = re.search(r"Case opened: (Task/\S+)", again.stdout)
@@ -57,6 +71,13 @@ def test_demo_record_bundle_is_a_valid_r4_bundle(database_url):
     assert case.status == "received"
     assert case.record_bundle_counts["Patient"] == 1
     assert case.record_bundle_counts["Observation"] >= 16
-    assert {"Condition", "DiagnosticReport", "MedicationAdministration", "Procedure",
-            "RelatedPerson", "DocumentReference", "Task", "ServiceRequest"} <= set(
-        case.record_bundle_counts)
+    assert {
+        "Condition",
+        "DiagnosticReport",
+        "MedicationAdministration",
+        "Procedure",
+        "RelatedPerson",
+        "DocumentReference",
+        "Task",
+        "ServiceRequest",
+    } <= set(case.record_bundle_counts)

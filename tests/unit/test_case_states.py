@@ -38,10 +38,18 @@ def test_illegal_moves_are_explained(old, old_business, new, new_business, reaso
 
 
 def test_hold_with_a_reason_and_resume():
-    assert transition_problem("received", "awaiting-records", "on-hold", "awaiting-records",
-                              has_reason=True) is None
-    assert transition_problem("on-hold", "awaiting-records", "received", "awaiting-records",
-                              has_reason=False) is None
+    assert (
+        transition_problem(
+            "received", "awaiting-records", "on-hold", "awaiting-records", has_reason=True
+        )
+        is None
+    )
+    assert (
+        transition_problem(
+            "on-hold", "awaiting-records", "received", "awaiting-records", has_reason=False
+        )
+        is None
+    )
 
 
 def test_every_status_has_its_sub_states():

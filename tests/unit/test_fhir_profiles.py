@@ -35,9 +35,13 @@ def test_case_code_systems_hold_the_codes_the_hub_uses():
     category = load(PROFILES / "CodeSystem" / "case-category.json")
     task = load(PROFILES / "CodeSystem" / "case-task.json")
     assert (category["url"], category["concept"][0]["code"]) == (
-        codes.CASE_CATEGORY_SYSTEM, codes.SECOND_OPINION)
+        codes.CASE_CATEGORY_SYSTEM,
+        codes.SECOND_OPINION,
+    )
     assert (task["url"], task["concept"][0]["code"]) == (
-        codes.CASE_TASK_SYSTEM, codes.CASE_TASK_CODE)
+        codes.CASE_TASK_SYSTEM,
+        codes.CASE_TASK_CODE,
+    )
 
 
 def test_every_advertised_operation_is_defined():
