@@ -24,9 +24,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_hub_demo_opens_a_received_case_on_fresh_sqlite(tmp_path):
-    database = tmp_path / "fresh" / "hub.db"
-    env = {**os.environ, "HUB_DATABASE_URL": f"sqlite:///{database}", "HUB_PORT": str(free_port())}
+def run_demo(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [str(HUB), "demo", "--exit"],
         env=env,
@@ -36,24 +34,23 @@ def test_hub_demo_opens_a_received_case_on_fresh_sqlite(tmp_path):
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "State: received (awaiting-records)" in result.stdout
+    return result
+
+
+def test_hub_demo_opens_a_received_case_on_fresh_sqlite(tmp_path):
+    database = tmp_path / "fresh" / "hub.db"
+    env = {**os.environ, "HUB_DATABASE_URL": f"sqlite:///{database}", "HUB_PORT": str(free_port())}
+    first = run_demo(env).stdout
+    assert "State: received (awaiting-records)" in first
     assert re.search(
         r"Record bundle: http://127\.0\.0\.1:\d+/fhir/ServiceRequest/[\w-]+/"
         r"\$record-bundle",
-        result.stdout,
+        first,
     )
     assert database.is_file()
-    again = subprocess.run(
-        [str(HUB), "demo", "--exit"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert again.returncode == 0, again.stderr
-    first_case = re.search(r"Case opened: (Task/\S+)", result.stdout)
-    second_case = re.search(r"Case opened: (Task/\S+)", again.stdout)
+    again = run_demo(env).stdout  # idempotent: the same case, not a second one
+    first_case = re.search(r"Case opened: (Task/\S+)", first)
+    second_case = re.search(r"Case opened: (Task/\S+)", again)
     assert first_case and second_case and first_case.group(1) == second_case.group(1)
 
 
