@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from hub.api import case_operations, fhir_rest, health
+from hub.api import auth, case_operations, fhir_rest, health
 from hub.api.deps import HubState
 from hub.api.errors import install_error_handlers
+from hub.api.middleware import install_middleware
+from hub.security.rate_limit import RateLimiter
+from hub.security.tokens import TokenAuthenticator
 from hub.settings import Settings
 from hub.storage.db import make_engine, make_session_factory
 
@@ -20,9 +23,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="FHIR R4 hub for pediatric cancer second opinions",
         version="0.1.0",
     )
-    app.state.hub = HubState(settings=settings, sessions=make_session_factory(engine))
+    app.state.hub = HubState(
+        settings=settings,
+        sessions=make_session_factory(engine),
+        authenticator=TokenAuthenticator(settings),
+        rate_limiter=RateLimiter(settings.rate_limit_per_minute),
+    )
     install_error_handlers(app)
+    install_middleware(app)
     app.include_router(health.router)
+    app.include_router(auth.router)
+    app.include_router(fhir_rest.public)
     app.include_router(case_operations.router)
     app.include_router(fhir_rest.router)
     return app

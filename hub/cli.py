@@ -1,17 +1,23 @@
-"""The `hub` command: serve, migrate, check configuration, run the demo."""
+"""The `hub` command: serve, migrate, check configuration, run the demo, manage clients."""
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
 
 from hub.config_check import check_config_file
+from hub.errors import HubError, InvalidRequest
+from hub.security.authorization_server import issue_token
+from hub.security.clients import ClientRegistry, RegisteredClient, check_grants
 from hub.settings import Settings
-from hub.storage.db import make_engine
+from hub.storage.db import make_engine, make_session_factory
 from hub.storage.migrate import upgrade
 
 app = typer.Typer(help="Second-opinion integration hub.", no_args_is_help=True)
@@ -77,7 +83,7 @@ def demo(
     server = BackgroundServer(settings)
     server.start()
     try:
-        case = refer_synthetic_patient(f"{server.url}/fhir", seed)
+        case = refer_synthetic_patient(settings, seed)
         typer.echo(f"Case opened: Task/{case.task_id} for ServiceRequest/{case.referral_id}")
         typer.echo(f"State: {case.status} ({case.business_status})")
         typer.echo(f"Record bundle: {case.record_bundle_url}")
@@ -96,3 +102,159 @@ def demo(
     finally:
         server.stop()
     sys.exit(0)
+
+
+# --- The built-in authorization server: system clients and operator-issued tokens. ---
+
+clients_app = typer.Typer(
+    help="System clients (SMART Backend Services) of the built-in authorization server.",
+    no_args_is_help=True,
+)
+token_app = typer.Typer(help="Access tokens signed by the hub's key.", no_args_is_help=True)
+app.add_typer(clients_app, name="clients")
+app.add_typer(token_app, name="token")
+
+RoleOption = Annotated[
+    list[str], typer.Option("--role", help="admin, referrer, case-manager or specialist.")
+]
+ScopeOption = Annotated[
+    str, typer.Option("--scope", help='SMART scopes, space separated: "user/Task.rs ...".')
+]
+FhirUserOption = Annotated[
+    str | None, typer.Option("--fhir-user", help="The caller's resource: Practitioner/123.")
+]
+ProgramOption = Annotated[
+    list[str] | None, typer.Option("--program", help="A program whose cases it works.")
+]
+ReferrerKindOption = Annotated[
+    str | None, typer.Option("--referrer-kind", help="For referrers: clinician or family.")
+]
+
+
+@contextmanager
+def _client_registry() -> Iterator[ClientRegistry]:
+    """The registry on the configured database (migrated first); committed on success."""
+    engine = make_engine(Settings().database_url)
+    try:
+        upgrade(engine)
+        with make_session_factory(engine)() as session:
+            yield ClientRegistry(session)
+            session.commit()
+    except HubError as exc:
+        typer.echo(f"Refused: {exc.diagnostics}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        engine.dispose()
+
+
+@clients_app.command("add")
+def clients_add(
+    client_id: Annotated[str, typer.Argument(help="The client id (its assertions' iss/sub).")],
+    name: Annotated[str, typer.Option("--name", help="Who the client is.")],
+    role: RoleOption,
+    scope: ScopeOption,
+    jwks_file: Annotated[
+        Path | None, typer.Option("--jwks-file", help="The client's public JWKS (JSON).")
+    ] = None,
+    jwks_url: Annotated[
+        str | None, typer.Option("--jwks-url", help="Where the client publishes its JWKS.")
+    ] = None,
+    fhir_user: FhirUserOption = None,
+    program: ProgramOption = None,
+    referrer_kind: ReferrerKindOption = None,
+) -> None:
+    """Register a system client that authenticates with a JWT signed by its own key."""
+    jwks = _read_jwks(jwks_file) if jwks_file is not None else None
+    with _client_registry() as registry:
+        client = registry.add(
+            client_id,
+            name=name,
+            roles=role,
+            scopes=scope,
+            jwks=jwks,
+            jwks_url=jwks_url,
+            fhir_user=fhir_user,
+            programs=program or (),
+            referrer_kind=referrer_kind,
+        )
+    typer.echo(
+        f"Registered {client.client_id}: roles {' '.join(sorted(client.roles))}; "
+        f"scopes {client.scopes}"
+    )
+
+
+@clients_app.command("list")
+def clients_list() -> None:
+    """Every registered client: id, status, roles, scopes, name."""
+    with _client_registry() as registry:
+        for row in registry.list():
+            status = "disabled" if row.disabled else "enabled"
+            typer.echo(f"{row.client_id}\t{status}\t{row.roles}\t{row.scopes}\t{row.name}")
+
+
+@clients_app.command("disable")
+def clients_disable(client_id: Annotated[str, typer.Argument(help="The client id.")]) -> None:
+    """Stop issuing tokens to a client (tokens already issued run out by themselves)."""
+    with _client_registry() as registry:
+        found = registry.disable(client_id)
+    if not found:
+        typer.echo(f"There is no client {client_id}.", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"Disabled {client_id}.")
+
+
+@token_app.command("issue")
+def token_issue(
+    subject: Annotated[str, typer.Option("--subject", help="The person: the token's sub.")],
+    role: RoleOption,
+    scope: ScopeOption,
+    fhir_user: FhirUserOption = None,
+    program: ProgramOption = None,
+    referrer_kind: ReferrerKindOption = None,
+) -> None:
+    """Print an access token for a person (a specialist, a case manager), signed by the hub.
+
+    An operator's tool for people's tokens until the web sign-in exists.
+
+    Whoever can run it can mint any token: it reads the hub's private key.
+
+    Systems do not use it: they register with `hub clients add` and ask POST /auth/token.
+
+    The token lasts token_lifetime_seconds; its sub is --subject, its client_id hub-cli.
+    """
+    programs = frozenset(program or ())
+    try:
+        if not subject.strip():
+            raise InvalidRequest("The subject must not be empty.")
+        check_grants(
+            frozenset(role),
+            scope,
+            fhir_user=fhir_user,
+            programs=programs,
+            referrer_kind=referrer_kind,
+        )
+        person = RegisteredClient(
+            client_id="hub-cli",
+            name="hub token issue",
+            roles=frozenset(role),
+            scopes=scope,
+            fhir_user=fhir_user,
+            programs=programs,
+            referrer_kind=referrer_kind,
+        )
+        typer.echo(issue_token(Settings(), person, scope, subject=subject))
+    except HubError as exc:
+        typer.echo(f"Refused: {exc.diagnostics}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def _read_jwks(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        typer.echo(f"Cannot read a JWKS from {path}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    if not isinstance(document, dict):
+        typer.echo(f'{path} is not a JWKS: expected {{"keys": [...]}}.', err=True)
+        raise typer.Exit(1)
+    return document

@@ -21,3 +21,13 @@ HUB_CASE_ID_SYSTEM = f"{CANONICAL_BASE}/sid/case"
 
 # Provenance.activity for case transitions (HL7 v3 DataOperation).
 DATA_OPERATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
+
+# Task.performerType of a case: the second-opinion program that works it.
+PROGRAM_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/program"
+PROGRAMS = {
+    "oncology": "Solid tumors and oncology",
+    "hematology": "Hematology",
+    "bmt-cellular-therapy": "Bone marrow transplant and cellular therapy",
+    "neuro-oncology": "Neuro-oncology",
+    "hemophilia-thrombosis": "Hemophilia and thrombosis",
+}

@@ -45,12 +45,19 @@ class HubError(Exception):
 
     status_code = 500
     issue_code = "exception"
+    default_headers: dict[str, str] = {}
 
     def __init__(
-        self, diagnostics: str, *, expression: str | None = None, issues: list[Issue] | None = None
+        self,
+        diagnostics: str,
+        *,
+        expression: str | None = None,
+        issues: list[Issue] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(diagnostics)
         self.diagnostics = diagnostics
+        self.headers = dict(self.default_headers, **(headers or {}))
         if issues:
             self.issues = issues
         else:
@@ -68,6 +75,17 @@ class InvalidRequest(HubError):
 
 class UnknownSearchParameter(InvalidRequest):
     issue_code = "not-supported"
+
+
+class Unauthorized(HubError):
+    status_code = 401
+    issue_code = "login"
+    default_headers = {"WWW-Authenticate": 'Bearer realm="fhir"'}
+
+
+class Forbidden(HubError):
+    status_code = 403
+    issue_code = "forbidden"
 
 
 class NotFound(HubError):
@@ -107,6 +125,11 @@ class PayloadTooLarge(HubError):
 class UnsupportedMediaType(HubError):
     status_code = 415
     issue_code = "not-supported"
+
+
+class TooManyRequests(HubError):
+    status_code = 429
+    issue_code = "throttled"
 
 
 class UnprocessableResource(HubError):

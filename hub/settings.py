@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +30,18 @@ class _YamlSource(PydanticBaseSettingsSource):
         return {key: value for key, value in self._data.items() if value is not None}
 
 
+class TrustedIssuer(BaseModel):
+    """An identity provider whose RFC 9068 JWT access tokens the hub accepts."""
+
+    model_config = {"extra": "forbid"}
+
+    issuer: str
+    jwks_file: Path | None = None
+    """A JSON Web Key Set file with the issuer's public keys."""
+    jwks_url: str | None = None
+    """Where to fetch the issuer's JWKS (cached); used when jwks_file is not set."""
+
+
 class Settings(BaseSettings):
     """Everything the hub reads at start-up. Environment variables win over the YAML file."""
 
@@ -44,6 +56,34 @@ class Settings(BaseSettings):
     max_page_size: int = Field(default=500, gt=0)
     host: str = "127.0.0.1"
     port: int = Field(default=8080, gt=0, lt=65536)
+    public_url: str | None = None
+    """The hub's origin as clients reach it (https://hub.example.org); else http://host:port."""
+    signing_key_file: Path = REPO_ROOT / "var" / "keys" / "hub-signing-key.json"
+    """Private JWK the built-in authorization server signs tokens with; made if absent."""
+    trusted_issuers: list[TrustedIssuer] = Field(default_factory=list)
+    token_lifetime_seconds: int = Field(default=300, ge=60, le=3600)
+    clock_skew_seconds: int = Field(default=60, ge=0, le=300)
+    rate_limit_per_minute: int = Field(default=1200, gt=0)
+    default_program: str = "oncology"
+    """The program a new case belongs to until routing assigns one."""
+
+    @property
+    def origin(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def issuer(self) -> str:
+        """The built-in authorization server's issuer identifier."""
+        return f"{self.origin}/auth"
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.issuer}/token"
+
+    @property
+    def audience(self) -> str:
+        """The `aud` every access token must carry: the FHIR base URL."""
+        return (self.base_url or f"{self.origin}/fhir").rstrip("/")
 
     @classmethod
     def settings_customise_sources(

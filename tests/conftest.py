@@ -23,6 +23,7 @@ from hub.settings import Settings
 from hub.storage.db import make_engine
 from hub.storage.migrate import upgrade
 from hub.storage.tables import Base
+from tests.fhir_client import token
 
 POSTGRES_URL = os.environ.get(
     "HUB_TEST_POSTGRES_URL", "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/postgres"
@@ -76,14 +77,33 @@ def database_url(
     yield engine.url.render_as_string(hide_password=False)
 
 
-@pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(database_url=database_url, max_request_bytes=256 * 1024)
+@pytest.fixture(scope="session")
+def signing_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in authorization server's key for the whole test session."""
+    return tmp_path_factory.mktemp("keys") / "hub-signing-key.json"
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    """The hub's API; server errors come back as responses so tests can assert on them."""
+def settings(database_url: str, signing_key_file: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        max_request_bytes=256 * 1024,
+        signing_key_file=signing_key_file,
+        public_url="http://testserver",
+    )
+
+
+@pytest.fixture
+def anonymous(settings: Settings) -> Iterator[TestClient]:
+    """The hub's API with no token; server errors come back as responses."""
     with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
         test_client.headers["Content-Type"] = "application/fhir+json"
         yield test_client
+
+
+@pytest.fixture
+def client(anonymous: TestClient, settings: Settings) -> TestClient:
+    """The API as a referring EHR that is also its program's case manager: it may write
+    every clinical type and see all it wrote (the storage and API tests' caller)."""
+    anonymous.headers["Authorization"] = f"Bearer {token(settings)}"
+    return anonymous

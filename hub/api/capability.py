@@ -6,6 +6,7 @@ from typing import Any
 
 from hub import codes
 from hub.fhir.search_parameters import search_parameters
+from hub.security.access import AUDIT_TYPES
 
 INTERACTIONS = [
     "read",
@@ -17,6 +18,7 @@ INTERACTIONS = [
     "create",
     "search-type",
 ]
+READ_ONLY = ["read", "vread", "history-instance", "history-type", "search-type"]
 OPERATIONS = {
     "ServiceRequest": [("record-bundle", "record-bundle")],
     "Task": [("transition", "case-transition")],
@@ -33,7 +35,10 @@ def capability_statement(base: str) -> dict[str, Any]:
     for resource_type, params in sorted(search_parameters().items()):
         entry: dict[str, Any] = {
             "type": resource_type,
-            "interaction": [{"code": code} for code in INTERACTIONS],
+            "interaction": [
+                {"code": code}
+                for code in (READ_ONLY if resource_type in AUDIT_TYPES else INTERACTIONS)
+            ],
             "versioning": "versioned-update",
             "readHistory": True,
             "updateCreate": True,
@@ -64,6 +69,20 @@ def capability_statement(base: str) -> dict[str, Any]:
         "rest": [
             {
                 "mode": "server",
+                "security": {
+                    "service": [
+                        {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                    "code": "SMART-on-FHIR",
+                                }
+                            ]
+                        }
+                    ],
+                    "description": "OAuth2 bearer tokens (SMART Backend Services); discovery "
+                    "at /.well-known/smart-configuration. Every call but this one needs a token.",
+                },
                 "resource": resources,
                 "interaction": [
                     {"code": "transaction"},

@@ -6,34 +6,40 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
-from hub.api.deps import base_url, read_body, unit_of_work
+from hub.api.deps import Caller, authenticate, base_url, read_body, unit_of_work
 from hub.api.responses import FhirResponse, resource_response
 from hub.errors import InvalidRequest
 from hub.fhir.validation import validate_resource
 from hub.workflow.record_bundle import record_bundle
 
-router = APIRouter(prefix="/fhir", tags=["Cases"])
+router = APIRouter(prefix="/fhir", tags=["Cases"], dependencies=[Depends(authenticate)])
 Base = Annotated[str, Depends(base_url)]
 
 
 @router.get("/ServiceRequest/{referral_id}/$record-bundle")
-def get_record_bundle(request: Request, referral_id: str, base: Base) -> FhirResponse:
-    """Everything the hub holds for the case of this referral, as one Bundle."""
-    with unit_of_work(request) as fhir:
-        return FhirResponse(record_bundle(fhir.repository, referral_id, base))
+def get_record_bundle(
+    request: Request, caller: Caller, referral_id: str, base: Base
+) -> FhirResponse:
+    """Everything the caller may see of the case of this referral, as one Bundle."""
+    with unit_of_work(request, caller) as fhir:
+        return FhirResponse(record_bundle(fhir, referral_id, base))
 
 
 @router.post("/Task/{task_id}/$transition")
 def transition(
-    request: Request, task_id: str, body: Annotated[Any, Depends(read_body)], base: Base
+    request: Request,
+    caller: Caller,
+    task_id: str,
+    body: Annotated[Any, Depends(read_body)],
+    base: Base,
 ) -> FhirResponse:
     """Move a case: Parameters with status, optional businessStatus and reason."""
     validate_resource(body, expected_type="Parameters")
     values = _parameters(body)
     if "status" not in values:
         raise InvalidRequest("The Parameters need a 'status'.", expression="Parameters.parameter")
-    with unit_of_work(request) as fhir:
-        stored = fhir.cases.transition(
+    with unit_of_work(request, caller) as fhir:
+        stored = fhir.transition(
             task_id, values["status"], values.get("businessStatus"), values.get("reason")
         )
     return resource_response(stored, base)

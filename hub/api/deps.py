@@ -5,17 +5,28 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from fastapi import Request
+from fastapi import Depends, Request
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub.errors import Conflict, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from hub.errors import (
+    Conflict,
+    HubError,
+    InvalidRequest,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from hub.fhir.interactions import FhirInteractions
 from hub.fhir.validation import parse_json
+from hub.security.audit import MINOR_FAILURE, SERIOUS_FAILURE, audit_event, write_audit_event
+from hub.security.principal import Principal
+from hub.security.rate_limit import RateLimiter
+from hub.security.tokens import TokenAuthenticator
 from hub.settings import Settings
+from hub.storage.repository import ResourceRepository
 
 ACCEPTED_BODY_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -27,11 +38,26 @@ class HubState:
 
     settings: Settings
     sessions: sessionmaker[Session]
+    authenticator: TokenAuthenticator
+    rate_limiter: RateLimiter
 
 
 def hub_state(request: Request) -> HubState:
     state: HubState = request.app.state.hub
     return state
+
+
+def authenticate(request: Request) -> Principal:
+    """The caller, from its bearer token; Unauthorized without a valid one, 429 over its rate."""
+    state = hub_state(request)
+    address = request.client.host if request.client else None
+    principal = state.authenticator.authenticate(request.headers.get("authorization"), address)
+    request.state.principal = principal
+    state.rate_limiter.take(principal.client_id)
+    return principal
+
+
+Caller = Annotated[Principal, Depends(authenticate)]
 
 
 def base_url(request: Request) -> str:
@@ -43,25 +69,66 @@ def base_url(request: Request) -> str:
 
 
 @contextmanager
-def unit_of_work(request: Request) -> Iterator[FhirInteractions]:
-    """FhirInteractions on a fresh session, committed if the block succeeds, else rolled back."""
+def unit_of_work(request: Request, principal: Principal) -> Iterator[FhirInteractions]:
+    """FhirInteractions for `principal` on a fresh session, committed with its audit events if
+    the block succeeds; else rolled back, and the failure audited on its own."""
     state = hub_state(request)
     session = state.sessions()
     try:
         yield FhirInteractions(
             session,
+            principal=principal,
             default_count=state.settings.default_page_size,
             max_count=state.settings.max_page_size,
+            default_program=state.settings.default_program,
         )
         session.commit()
     except IntegrityError as exc:
         session.rollback()
-        raise Conflict("A concurrent write touched the same resource; retry.") from exc
+        error = Conflict("A concurrent write touched the same resource; retry.")
+        _audit_failure(state, request, principal, error)
+        raise error from exc
+    except HubError as exc:
+        session.rollback()
+        _audit_failure(state, request, principal, exc)
+        raise
     except Exception:
         session.rollback()
         raise
     finally:
         session.close()
+
+
+def _audit_failure(
+    state: HubState, request: Request, principal: Principal, error: HubError
+) -> None:
+    """An AuditEvent for a refused or failed request (a probe for ids is worth recording)."""
+    outcome = MINOR_FAILURE if error.status_code < 500 else SERIOUS_FAILURE
+    event = audit_event(
+        principal,
+        _interaction_of(request),
+        [],
+        outcome=outcome,
+        description=f"{request.method} {request.url.path}: {error.status_code}",
+    )
+    with state.sessions.begin() as session:
+        write_audit_event(ResourceRepository(session, author=principal.subject), event)
+
+
+def _interaction_of(request: Request) -> str:
+    """The restful-interaction code of a request, by method and path shape."""
+    parts = [p for p in request.url.path.split("/") if p][1:]  # after "fhir"
+    if any(p.startswith("$") for p in parts):
+        return "operation"
+    if "_history" in parts:
+        return "vread" if parts[-2:-1] == ["_history"] else "history-instance"
+    by_method = {
+        "POST": "create" if parts else "transaction",
+        "PUT": "update",
+        "DELETE": "delete",
+        "GET": "read" if len(parts) >= 2 else "search-type",
+    }
+    return by_method.get(request.method, "operation")
 
 
 async def read_body(request: Request) -> Any:

@@ -26,7 +26,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 async def _hub_error(_request: Request, exc: HubError) -> FhirResponse:
-    return FhirResponse(exc.operation_outcome(), status_code=exc.status_code)
+    return FhirResponse(exc.operation_outcome(), status_code=exc.status_code, headers=exc.headers)
 
 
 async def _http_error(request: Request, exc: HTTPException) -> FhirResponse:

@@ -10,16 +10,18 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from hub.api.capability import capability_statement
-from hub.api.deps import base_url, read_body, read_form, unit_of_work
+from hub.api.deps import Caller, authenticate, base_url, read_body, read_form, unit_of_work
 from hub.api.responses import FhirResponse, resource_response
 from hub.errors import InvalidRequest, information_outcome
 from hub.fhir import bundles
 from hub.fhir.dates import date_range
-from hub.fhir.interactions import parse_etag, require_type
+from hub.fhir.interactions import parse_etag
 from hub.fhir.transactions import process_bundle
 from hub.storage.search import whole_number
 
-router = APIRouter(prefix="/fhir", tags=["FHIR"])
+public = APIRouter(prefix="/fhir", tags=["FHIR"])
+# Authentication runs first, before any body is read: no token, no further answer but 401.
+router = APIRouter(prefix="/fhir", tags=["FHIR"], dependencies=[Depends(authenticate)])
 Body = Annotated[Any, Depends(read_body)]
 Base = Annotated[str, Depends(base_url)]
 
@@ -28,7 +30,7 @@ def _query(request: Request) -> list[tuple[str, str]]:
     return list(request.query_params.multi_items())
 
 
-@router.get("/metadata")
+@public.get("/metadata")
 def metadata(base: Base) -> FhirResponse:
     """The CapabilityStatement: what this server supports."""
     return FhirResponse(capability_statement(base))
@@ -36,39 +38,41 @@ def metadata(base: Base) -> FhirResponse:
 
 @router.post("")
 @router.post("/", include_in_schema=False)
-def batch_or_transaction(request: Request, body: Body, base: Base) -> FhirResponse:
+def batch_or_transaction(request: Request, caller: Caller, body: Body, base: Base) -> FhirResponse:
     """Process a batch or transaction Bundle."""
-    with unit_of_work(request) as fhir:
+    with unit_of_work(request, caller) as fhir:
         return FhirResponse(process_bundle(fhir, body, base))
 
 
 @router.get("/_history")
-def system_history(request: Request, base: Base) -> FhirResponse:
+def system_history(request: Request, caller: Caller, base: Base) -> FhirResponse:
     """Every version of every resource, newest first."""
-    return _history(request, base, None, None)
+    return _history(request, caller, base, None, None)
 
 
 @router.get("/{resource_type}")
-def search(request: Request, resource_type: str, base: Base) -> FhirResponse:
+def search(request: Request, caller: Caller, resource_type: str, base: Base) -> FhirResponse:
     """Search resources of a type."""
-    return _search(request, resource_type, _query(request), base)
+    return _search(request, caller, resource_type, _query(request), base)
 
 
 @router.post("/{resource_type}/_search")
 async def search_by_post(
     request: Request,
+    caller: Caller,
     resource_type: str,
     base: Base,
     form: Annotated[list[tuple[str, str]], Depends(read_form)],
 ) -> FhirResponse:
     """Search with the parameters in an application/x-www-form-urlencoded body."""
     params = _query(request) + form
-    return await run_in_threadpool(_search, request, resource_type, params, base)
+    return await run_in_threadpool(_search, request, caller, resource_type, params, base)
 
 
 @router.post("/{resource_type}")
 def create(
     request: Request,
+    caller: Caller,
     resource_type: str,
     body: Body,
     base: Base,
@@ -76,28 +80,29 @@ def create(
     prefer: Annotated[str | None, Header()] = None,
 ) -> FhirResponse:
     """Create a resource (conditionally with If-None-Exist)."""
-    with unit_of_work(request) as fhir:
+    with unit_of_work(request, caller) as fhir:
         stored, created = fhir.create(resource_type, body, if_none_exist=if_none_exist)
         fhir.finish()
     return resource_response(stored, base, status=201 if created else 200, prefer=prefer)
 
 
 @router.get("/{resource_type}/_history")
-def type_history(request: Request, resource_type: str, base: Base) -> FhirResponse:
+def type_history(request: Request, caller: Caller, resource_type: str, base: Base) -> FhirResponse:
     """Every version of every resource of a type, newest first."""
-    return _history(request, base, resource_type, None)
+    return _history(request, caller, base, resource_type, None)
 
 
 @router.get("/{resource_type}/{resource_id}", response_model=None)
 def read(
     request: Request,
+    caller: Caller,
     resource_type: str,
     resource_id: str,
     base: Base,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Read the current version of a resource."""
-    with unit_of_work(request) as fhir:
+    with unit_of_work(request, caller) as fhir:
         stored = fhir.read(resource_type, resource_id)
     if resource_type == "Binary" and _wants_raw(accept):
         return Response(
@@ -111,6 +116,7 @@ def read(
 @router.put("/{resource_type}/{resource_id}")
 def update(
     request: Request,
+    caller: Caller,
     resource_type: str,
     resource_id: str,
     body: Body,
@@ -119,7 +125,7 @@ def update(
     prefer: Annotated[str | None, Header()] = None,
 ) -> FhirResponse:
     """Update a resource (or create it with this id); If-Match guards against lost updates."""
-    with unit_of_work(request) as fhir:
+    with unit_of_work(request, caller) as fhir:
         stored, created = fhir.update(
             resource_type, resource_id, body, if_match=parse_etag(if_match)
         )
@@ -128,9 +134,9 @@ def update(
 
 
 @router.delete("/{resource_type}/{resource_id}")
-def delete(request: Request, resource_type: str, resource_id: str) -> FhirResponse:
+def delete(request: Request, caller: Caller, resource_type: str, resource_id: str) -> FhirResponse:
     """Delete a resource (its history is kept)."""
-    with unit_of_work(request) as fhir:
+    with unit_of_work(request, caller) as fhir:
         stored = fhir.delete(resource_type, resource_id)
     text = (
         f"{resource_type}/{resource_id} deleted."
@@ -143,34 +149,38 @@ def delete(request: Request, resource_type: str, resource_id: str) -> FhirRespon
 
 @router.get("/{resource_type}/{resource_id}/_history")
 def instance_history(
-    request: Request, resource_type: str, resource_id: str, base: Base
+    request: Request, caller: Caller, resource_type: str, resource_id: str, base: Base
 ) -> FhirResponse:
     """Every version of one resource, newest first."""
-    return _history(request, base, resource_type, resource_id)
+    return _history(request, caller, base, resource_type, resource_id)
 
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}")
 def vread(
-    request: Request, resource_type: str, resource_id: str, version_id: str, base: Base
+    request: Request,
+    caller: Caller,
+    resource_type: str,
+    resource_id: str,
+    version_id: str,
+    base: Base,
 ) -> FhirResponse:
     """Read one version of a resource."""
-    with unit_of_work(request) as fhir:
+    with unit_of_work(request, caller) as fhir:
         stored = fhir.vread(resource_type, resource_id, version_id)
     return resource_response(stored, base)
 
 
 def _search(
-    request: Request, resource_type: str, params: list[tuple[str, str]], base: str
+    request: Request, caller: Caller, resource_type: str, params: list[tuple[str, str]], base: str
 ) -> FhirResponse:
-    with unit_of_work(request) as fhir:
-        require_type(resource_type)
+    with unit_of_work(request, caller) as fhir:
         query = fhir.parse_search(resource_type, params)
-        page = fhir.searcher.search(query)
+        page = fhir.search(query)
     return FhirResponse(bundles.searchset(base, query, params, page))
 
 
 def _history(
-    request: Request, base: str, resource_type: str | None, resource_id: str | None
+    request: Request, caller: Caller, base: str, resource_type: str | None, resource_id: str | None
 ) -> FhirResponse:
     params = dict(request.query_params)
     unknown = set(params) - {"_count", "_offset", "_since", "_format"}
@@ -178,11 +188,9 @@ def _history(
         raise InvalidRequest(
             f"History does not support {', '.join(sorted(unknown))}.", expression="_history"
         )
-    with unit_of_work(request) as fhir:
-        if resource_type:
-            require_type(resource_type)
+    with unit_of_work(request, caller) as fhir:
         count = whole_number(params.get("_count", str(fhir.default_count)), "_count")
-        versions, total = fhir.repository.history(
+        versions, total = fhir.history(
             resource_type,
             resource_id,
             since=_since(params.get("_since")),

@@ -6,6 +6,8 @@ child's records, then a conditional create of the second-opinion ServiceRequest.
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from collections import Counter
@@ -15,12 +17,18 @@ from typing import Any
 import httpx
 import uvicorn
 from fhir.resources.R4B.bundle import Bundle
+from joserfc.jwk import RSAKey
 
+from connectors.fhir_rest.smart_auth import fetch_backend_token
 from hub.app import create_app
 from hub.demo.synthetic import build_patient_records, build_referral, referral_identifier
+from hub.security.clients import ClientRegistry
 from hub.settings import Settings
+from hub.storage.db import make_engine, make_session_factory
 
 FHIR_JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
+DEMO_CLIENT = "demo-referring-ehr"
+DEMO_SCOPES = "system/*.crus"
 
 
 @dataclass(frozen=True)
@@ -57,9 +65,49 @@ class BackgroundServer:
         self.thread.join(timeout=10)
 
 
-def refer_synthetic_patient(fhir_base: str, seed: int = 7) -> DemoCase:
-    """Load the synthetic child's records and refer them; return the case the hub opened."""
-    with httpx.Client(base_url=fhir_base, headers=FHIR_JSON, timeout=60) as client:
+def demo_client_key(settings: Settings) -> dict[str, Any]:
+    """Register the demo's referring EHR (once) and return its private key.
+
+    What hospital IT does with `hub clients add` for a real referring system.
+    """
+    key_file = settings.signing_key_file.with_name(f"{DEMO_CLIENT}.json")
+    if not key_file.exists():
+        key = RSAKey.generate_key(2048, parameters={"alg": "RS384", "use": "sig"})
+        private = key.as_dict(private=True) | {"kid": key.thumbprint()}
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(private, handle)
+    private = json.loads(key_file.read_text(encoding="utf-8"))
+    public = RSAKey.import_key(private).as_dict(private=False) | {
+        "kid": private["kid"],
+        "alg": "RS384",
+        "use": "sig",
+    }
+    sessions = make_session_factory(make_engine(settings.database_url))
+    with sessions.begin() as session:
+        registry = ClientRegistry(session)
+        if registry.get(DEMO_CLIENT) is None:
+            registry.add(
+                DEMO_CLIENT,
+                name="Demo referring EHR",
+                roles=["referrer"],
+                scopes=DEMO_SCOPES,
+                jwks={"keys": [public]},
+                referrer_kind="clinician",
+            )
+    return dict(private)
+
+
+def refer_synthetic_patient(settings: Settings, seed: int = 7) -> DemoCase:
+    """As a referring EHR: get a token (SMART Backend Services), load the synthetic child's
+    records and refer them; return the case the hub opened."""
+    fhir_base = settings.audience
+    token = fetch_backend_token(
+        settings.token_url, DEMO_CLIENT, demo_client_key(settings), DEMO_SCOPES
+    )
+    headers = {**FHIR_JSON, "Authorization": f"Bearer {token['access_token']}"}
+    with httpx.Client(base_url=fhir_base, headers=headers, timeout=60) as client:
         records = _ok(client.post("", json=build_patient_records(seed)))
         created = _locations(records)
         referral = build_referral(created["Patient"], created["Practitioner"], seed)

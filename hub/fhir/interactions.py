@@ -1,48 +1,68 @@
 """FhirInteractions: the FHIR RESTful interactions over one unit of work.
 
-It validates, applies conditional logic, stores through the repository and calls the case
-workflow's hook points. It never commits: the API commits once the whole request succeeded.
+It checks the caller's access, validates, applies conditional logic, stores through the
+repository, calls the case workflow's hook points and writes the audit trail. It never
+commits: the API commits once the whole request succeeded, audit events included.
 """
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
+from sqlalchemy import ColumnElement, or_
 from sqlalchemy.orm import Session
 
 from hub.errors import (
     HubError,
     InvalidRequest,
     Issue,
+    MethodNotAllowed,
     NotFound,
     PreconditionFailed,
     UnprocessableResource,
 )
 from hub.fhir.references import format_problem, is_local, iter_references, unresolved
-from hub.fhir.search_parameters import search_parameters
+from hub.fhir.search_parameters import search_parameters, supported_types
 from hub.fhir.validation import validate_resource
+from hub.security.access import AUDIT_TYPES, CASE_WORKERS, AccessPolicy
+from hub.security.audit import UNAUDITED_READS, audit_event, write_audit_event
+from hub.security.principal import Principal
 from hub.storage.indexer import split_reference
 from hub.storage.repository import ResourceRepository, StoredResource
-from hub.storage.search import SearchQuery, SearchRunner, parse_search
-from hub.workflow.cases import HUB_ACTOR, Actor, CaseWorkflow
+from hub.storage.search import SearchPage, SearchQuery, SearchRunner, parse_search
+from hub.storage.tables import ResourceRow
+from hub.workflow.cases import CaseWorkflow
+
+READ_INTERACTIONS = frozenset(
+    {"read", "vread", "search-type", "history-instance", "history-type", "history-system"}
+)
 
 
 class FhirInteractions:
-    """create / read / vread / update / delete / search / history on `session`."""
+    """create / read / vread / update / delete / search / history on `session`.
+
+    With a `principal`, every interaction is checked against its scopes, roles and cases
+    and audited; without one (the hub's own jobs) nothing is checked or audited.
+    """
 
     def __init__(
         self,
         session: Session,
         *,
+        principal: Principal | None = None,
         default_count: int = 50,
         max_count: int = 500,
-        actor: Actor = HUB_ACTOR,
+        default_program: str = "oncology",
     ) -> None:
         self.session = session
-        self.repository = ResourceRepository(session)
+        self.principal = principal
+        self.access = AccessPolicy(principal, session) if principal else None
+        self.repository = ResourceRepository(
+            session, author=principal.subject if principal else None
+        )
         self.searcher = SearchRunner(session)
-        self.cases = CaseWorkflow(self.repository, actor)
+        self.cases = CaseWorkflow(self.repository, principal, default_program)
         self.default_count = default_count
         self.max_count = max_count
         self._written: list[tuple[str, StoredResource]] = []
@@ -61,7 +81,7 @@ class FhirInteractions:
 
         `resource_id` is for transactions, which assign ids before they write.
         """
-        require_type(resource_type)
+        self._require(resource_type, "c")
         resource = validate_resource(resource, expected_type=resource_type, where=where)
         if if_none_exist:
             existing = self.conditional_match(resource_type, if_none_exist)
@@ -73,6 +93,7 @@ class FhirInteractions:
         )
         self._written.append((where or resource_type, stored))
         self.cases.after_write(stored, None)
+        self._audit("create", [stored])
         return stored, True
 
     def update(
@@ -85,7 +106,7 @@ class FhirInteractions:
         where: str | None = None,
     ) -> tuple[StoredResource, bool]:
         """Store a new version of `resource_id` (or create it under that id)."""
-        require_type(resource_type)
+        self._require(resource_type, "u")
         resource = validate_resource(resource, expected_type=resource_type, where=where)
         body_id = resource.get("id")
         if body_id != resource_id:
@@ -96,32 +117,150 @@ class FhirInteractions:
                 expression=f"{where or resource_type}.id",
             )
         old = self.repository.find(resource_type, resource_id)
+        if old is None:
+            self._require(resource_type, "c")
+        else:
+            self._require_visible(old)
         self.cases.check_write(resource_type, resource, old)
         stored, created = self.repository.update(
             resource_type, resource_id, resource, if_match=if_match
         )
         self._written.append((where or resource_type, stored))
         self.cases.after_write(stored, old)
+        self._audit("create" if created else "update", [stored])
         return stored, created
 
     def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
-        require_type(resource_type)
-        return self.repository.delete(resource_type, resource_id)
+        self._require(resource_type, "d")
+        current = self.repository.find(resource_type, resource_id)
+        if current is not None:
+            self._require_visible(current)
+        deleted = self.repository.delete(resource_type, resource_id)
+        if deleted is not None and current is not None:
+            self._audit("delete", [current])
+        return deleted
 
     def read(self, resource_type: str, resource_id: str) -> StoredResource:
-        require_type(resource_type)
-        return self.repository.read(resource_type, resource_id)
+        self._require(resource_type, "r")
+        stored = self.repository.read(resource_type, resource_id)
+        self._require_visible(stored)
+        self._audit("read", [stored])
+        return stored
 
     def vread(self, resource_type: str, resource_id: str, version: str) -> StoredResource:
-        require_type(resource_type)
+        self._require(resource_type, "r")
+        current = self.repository.find(resource_type, resource_id)
+        if current is not None:
+            self._require_visible(current)
         if not version.isdigit():
             raise NotFound(f"{resource_type}/{resource_id} has no version '{version}'.")
-        return self.repository.vread(resource_type, resource_id, int(version))
+        stored = self.repository.vread(resource_type, resource_id, int(version))
+        if current is None:  # deleted since: check the version itself
+            self._require_visible(stored)
+        self._audit("vread", [stored])
+        return stored
 
     def parse_search(self, resource_type: str, params: list[tuple[str, str]]) -> SearchQuery:
+        require_type(resource_type)
         return parse_search(
             resource_type, params, default_count=self.default_count, max_count=self.max_count
         )
+
+    def search(self, query: SearchQuery) -> SearchPage:
+        """Run a parsed search, limited to what the caller may see, and audit it."""
+        self._require(query.resource_type, "s")
+        for include in query.includes:
+            self._require(include.target_type or include.source_type, "r")
+        visible = self.access.visible if self.access else None
+        page = self.searcher.search(query, visible)
+        self._audit("search-type", [*page.matches, *page.included], query=query)
+        return page
+
+    def history(
+        self, resource_type: str | None, resource_id: str | None, **paging: Any
+    ) -> tuple[list[StoredResource], int]:
+        """Versions of one resource, one type or all types the caller may search."""
+        if resource_type is not None:
+            self._require(resource_type, "r" if resource_id else "s")
+        if resource_type and resource_id:
+            current = self.repository.find(resource_type, resource_id)
+            if current is not None:
+                self._require_visible(current)
+        versions, total = self.repository.history(
+            resource_type, resource_id, visible=self._history_filter(resource_type), **paging
+        )
+        interaction = (
+            "history-instance"
+            if resource_id
+            else ("history-type" if resource_type else "history-system")
+        )
+        self._audit(interaction, versions)
+        return versions, total
+
+    def transition(
+        self, task_id: str, status: str, business: str | None, reason: str | None
+    ) -> StoredResource:
+        """Move a case (the $transition operation): for the case workers who may see it."""
+        self._require("Task", "u")
+        if self.access is not None:
+            self.access.require_role(*CASE_WORKERS)
+            current = self.repository.find("Task", task_id)
+            if current is not None:
+                self._require_visible(current)
+        stored = self.cases.transition(task_id, status, business, reason)
+        self._audit("update", [stored])
+        return stored
+
+    def audited_export(self, interaction: str, resources: list[StoredResource]) -> None:
+        """Audit an operation that hands out `resources` (e.g. the record bundle)."""
+        self._audit(interaction, resources)
+
+    def may_read(self, stored: StoredResource) -> bool:
+        """May the caller read this resource (scope, role and case)?"""
+        if self.access is None:
+            return True
+        return (
+            self.principal is not None
+            and self.principal.allows(stored.resource_type, "r")
+            and self.access.can_see(stored)
+        )
+
+    # -- access and audit ------------------------------------------------------------------
+    def _require(self, resource_type: str, interaction: str) -> None:
+        require_type(resource_type)
+        if resource_type in AUDIT_TYPES and interaction in "cud":
+            raise MethodNotAllowed("The audit trail cannot be written or changed through the API.")
+        if self.access is not None:
+            self.access.require(resource_type, interaction)
+
+    def _require_visible(self, stored: StoredResource) -> None:
+        """NotFound, exactly as for an id that does not exist, unless the caller may see it."""
+        if self.access is not None and not self.access.can_see(stored):
+            raise NotFound(f"{stored.resource_type}/{stored.resource_id} is not known.")
+
+    def _history_filter(self, resource_type: str | None) -> ColumnElement[bool] | None:
+        if self.access is None or self.principal is None:
+            return None
+        if resource_type is not None:
+            return self.access.visible(resource_type)
+        searchable = [t for t in supported_types() if self.principal.allows(t, "s")]
+        return or_(*[(ResourceRow.res_type == t) & self.access.visible(t) for t in searchable])
+
+    def _audit(
+        self, interaction: str, resources: list[StoredResource], *, query: SearchQuery | None = None
+    ) -> None:
+        if self.principal is None:
+            return
+        if interaction in READ_INTERACTIONS:
+            resources = [r for r in resources if r.resource_type not in UNAUDITED_READS]
+            searched_patient_data = query is not None and (
+                query.resource_type not in UNAUDITED_READS
+            )
+            if not resources and not searched_patient_data:
+                return
+        query_text = f"{query.resource_type}?{urlencode(query.params)}" if query else None
+        event = audit_event(self.principal, interaction, resources, query=query_text)
+        write_audit_event(self.repository, event)
 
     def finish(self) -> list[StoredResource]:
         """End of the unit of work: check references, open cases; return the cases opened.

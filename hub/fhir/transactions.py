@@ -216,7 +216,7 @@ def _run_entry(
         _require_type(parts[0], index)
         params = parse_qsl(query, keep_blank_values=True)
         search = interactions.parse_search(parts[0], params)
-        page = interactions.searcher.search(search)
+        page = interactions.search(search)
         return {"resource": searchset(base, search, params, page), "response": {"status": "200 OK"}}
     raise MethodNotAllowed(
         f"Entry {index}: {method} {url} is not supported in a Bundle.",

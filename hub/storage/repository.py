@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, delete, func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -50,8 +50,10 @@ def new_id() -> str:
 class ResourceRepository:
     """Create, read, update, delete and history of FHIR resources in `session`."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, *, author: str | None = None) -> None:
         self.session = session
+        self.author = author
+        """Who writes in this unit of work (a token subject); None for the hub itself."""
 
     # -- reads -------------------------------------------------------------------------
     def read(self, resource_type: str, resource_id: str) -> StoredResource:
@@ -84,9 +86,19 @@ class ResourceRepository:
         since: datetime | None = None,
         count: int = 50,
         offset: int = 0,
+        visible: ColumnElement[bool] | None = None,
     ) -> tuple[list[StoredResource], int]:
-        """Versions, newest first, of one resource, one type or everything; and their total."""
+        """Versions, newest first, of one resource, one type or everything; and their total.
+
+        `visible`, a condition on ResourceRow, keeps the versions of resources it admits.
+        """
         query = select(ResourceVersionRow)
+        if visible is not None:
+            query = query.where(
+                tuple_(ResourceVersionRow.res_type, ResourceVersionRow.res_id).in_(
+                    select(ResourceRow.res_type, ResourceRow.res_id).where(visible)
+                )
+            )
         if resource_type:
             query = query.where(ResourceVersionRow.res_type == resource_type)
         if resource_id:
@@ -112,7 +124,9 @@ class ResourceRepository:
         """Store `resource` as version 1 under a new id (or `resource_id`)."""
         resource_id = resource_id or new_id()
         stored = self._write(resource_type, resource_id, resource, 1, "POST", deleted=False)
-        self.session.add(_current_row(stored))
+        row = _current_row(stored)
+        row.written_by = self.author
+        self.session.add(row)
         self._flush(f"{resource_type}/{resource_id} already exists.")
         return stored
 
@@ -187,6 +201,7 @@ class ResourceRepository:
                 last_updated=now,
                 deleted=deleted,
                 method=method,
+                written_by=self.author,
                 content=json.dumps(content, separators=(",", ":")),
             )
         )

@@ -8,6 +8,7 @@ AND; _count, _offset, _sort=[-]_lastUpdated|[-]_id, _include=Type:param[:Target]
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,6 +27,8 @@ from hub.storage.tables import ResourceRow, SearchIndexRow
 # accepted and ignored (the API speaks JSON only).
 RESULT_PARAMETERS = {"_count", "_offset", "_sort", "_include", "_total", "_format", "_pretty"}
 DATE_PREFIXES = ("eq", "ne", "lt", "gt", "le", "ge", "sa", "eb")
+# resource type → a condition on ResourceRow: the rows the caller may see.
+VisibleRows = Callable[[str], ColumnElement[bool]]
 SORTS = {"_lastUpdated", "-_lastUpdated", "_id", "-_id"}
 
 
@@ -53,6 +56,8 @@ class SearchQuery:
     offset: int = 0
     sort: str = "_lastUpdated"
     includes: list[Include] = field(default_factory=list)
+    params: list[tuple[str, str]] = field(default_factory=list)
+    """The query string it was parsed from (for the audit trail and paging links)."""
 
 
 @dataclass
@@ -71,7 +76,7 @@ def parse_search(
 ) -> SearchQuery:
     """Turn query-string pairs into a SearchQuery, or raise InvalidRequest naming the problem."""
     known = search_parameters()[resource_type]
-    query = SearchQuery(resource_type, count=default_count)
+    query = SearchQuery(resource_type, count=default_count, params=list(params))
     for raw_name, raw_value in params:
         name, _, modifier = raw_name.partition(":")
         where = f"{resource_type}?{raw_name}"
@@ -210,15 +215,18 @@ class SearchRunner:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def search(self, query: SearchQuery) -> SearchPage:
+    def search(self, query: SearchQuery, visible: VisibleRows | None = None) -> SearchPage:
+        """Run `query`; `visible(type)` limits matches and includes to what a caller may see."""
         select_matches = self.matching(query)
+        if visible is not None:
+            select_matches = select_matches.where(visible(query.resource_type))
         total = (
             self.session.scalar(select(func.count()).select_from(select_matches.subquery())) or 0
         )
         ordered = select_matches.order_by(*_order(query.sort)).limit(query.count)
         rows = list(self.session.scalars(ordered.offset(query.offset)))
         matches = [_stored(row) for row in rows]
-        return SearchPage(matches, self._included(matches, query.includes), total)
+        return SearchPage(matches, self._included(matches, query.includes, visible), total)
 
     def matching(self, query: SearchQuery) -> Select[ResourceRow]:
         """A SELECT of the current, undeleted resources the query's criteria match."""
@@ -261,7 +269,10 @@ class SearchRunner:
         return exists().where(owned, _value_condition(spec, criterion.modifier, value))
 
     def _included(
-        self, matches: list[StoredResource], includes: list[Include]
+        self,
+        matches: list[StoredResource],
+        includes: list[Include],
+        visible: VisibleRows | None,
     ) -> list[StoredResource]:
         if not matches or not includes:
             return []
@@ -284,8 +295,15 @@ class SearchRunner:
                     wanted.append(key)
         included = []
         for target_type, target_id in wanted:
-            row = self.session.get(ResourceRow, (target_type, target_id))
-            if row is not None and not row.deleted:
+            statement = select(ResourceRow).where(
+                ResourceRow.res_type == target_type,
+                ResourceRow.res_id == target_id,
+                ResourceRow.deleted == false(),
+            )
+            if visible is not None:
+                statement = statement.where(visible(target_type))
+            row = self.session.scalar(statement)
+            if row is not None:
                 included.append(_stored(row))
         return included
 

@@ -37,6 +37,8 @@ class ResourceRow(Base):
     last_updated: Mapped[datetime] = mapped_column(DateTime(timezone=False), index=True)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     content: Mapped[str] = mapped_column(Text)
+    written_by: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    """The client (token subject) that created the resource: a referrer reads what it sent."""
 
 
 class ResourceVersionRow(Base):
@@ -51,6 +53,8 @@ class ResourceVersionRow(Base):
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     method: Mapped[str] = mapped_column(String(8))
     content: Mapped[str] = mapped_column(Text)
+    written_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    """Who wrote this version (token subject), as Provenance and AuditEvent also record."""
 
 
 class SearchIndexRow(Base):
@@ -77,3 +81,34 @@ class SearchIndexRow(Base):
         Index("ix_fhir_search_index_target", "param", "system", "value"),
         Index("ix_fhir_search_index_date", "res_type", "param", "low", "high"),
     )
+
+
+class OAuthClientRow(Base):
+    """A system client registered by hospital IT (`hub clients add`)."""
+
+    __tablename__ = "oauth_client"
+
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    roles: Mapped[str] = mapped_column(Text)
+    """Space-separated roles: admin, referrer, case-manager, specialist."""
+    scopes: Mapped[str] = mapped_column(Text)
+    """Space-separated SMART scopes the client may be granted."""
+    jwks: Mapped[str | None] = mapped_column(Text, nullable=True)
+    jwks_url: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    fhir_user: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    programs: Mapped[str] = mapped_column(Text, default="")
+    referrer_kind: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    """For referrers: `clinician` (an EHR) or `family` (needs a guardian's consent)."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class UsedAssertionRow(Base):
+    """The `jti` of every client assertion accepted, so that a replay is refused."""
+
+    __tablename__ = "oauth_used_assertion"
+
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(255), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=False), index=True)

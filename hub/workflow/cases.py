@@ -8,12 +8,12 @@ Hook points (called by FhirInteractions, inside the caller's transaction):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from hub import codes
 from hub.errors import IllegalTransition, NotFound
 from hub.fhir.dates import instant, utc_now
+from hub.security.principal import Principal
 from hub.storage.indexer import split_reference
 from hub.storage.repository import ResourceRepository, StoredResource
 from hub.storage.search import Criterion, SearchQuery, SearchRunner
@@ -24,23 +24,7 @@ from hub.workflow.case_states import (
     RECEIVED_STATUS,
     transition_problem,
 )
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who does something, as Provenance.agent.who will name it."""
-
-    reference: str | None = None
-    display: str = "Second-opinion hub"
-
-    def to_fhir(self) -> dict[str, str]:
-        who = {"display": self.display}
-        if self.reference:
-            who["reference"] = self.reference
-        return who
-
-
-HUB_ACTOR = Actor()
+from hub.workflow.consent import consent_problem
 
 
 def is_second_opinion_referral(resource: dict[str, Any]) -> bool:
@@ -79,9 +63,15 @@ def business_status(code: str | None) -> dict[str, Any] | None:
 class CaseWorkflow:
     """Opens cases and moves them between states, in the repository's session."""
 
-    def __init__(self, repository: ResourceRepository, actor: Actor = HUB_ACTOR) -> None:
+    def __init__(
+        self,
+        repository: ResourceRepository,
+        principal: Principal | None = None,
+        default_program: str = "oncology",
+    ) -> None:
         self.repository = repository
-        self.actor = actor
+        self.principal = principal
+        self.default_program = default_program
         self._new_referrals: list[StoredResource] = []
         self._new_tasks: list[StoredResource] = []
 
@@ -176,7 +166,30 @@ class CaseWorkflow:
         received["status"] = RECEIVED_STATUS
         received["businessStatus"] = business_status(RECEIVED_BUSINESS_STATUS)
         received["lastModified"] = instant(utc_now())
+        received.setdefault("performerType", [_program_concept(self.default_program)])
         stored, _ = self.repository.update("Task", task.resource_id, received)
+        self._record(stored, task)
+        if self._needs_consent():
+            missing = consent_problem(self.repository, referral)
+            if missing:
+                return self._hold(stored, missing)
+        return stored
+
+    def _needs_consent(self) -> bool:
+        """A referral that does not come from a clinician's system needs a guardian's consent."""
+        principal = self.principal
+        return (
+            principal is not None
+            and principal.has_role("referrer")
+            and (principal.referrer_kind != "clinician")
+        )
+
+    def _hold(self, task: StoredResource, reason: str) -> StoredResource:
+        held = dict(task.content)
+        held["status"] = "on-hold"
+        held["statusReason"] = {"text": reason}
+        held["lastModified"] = instant(utc_now())
+        stored, _ = self.repository.update("Task", task.resource_id, held)
         self._record(stored, task)
         return stored
 
@@ -240,7 +253,7 @@ class CaseWorkflow:
                 ],
                 "text": f"{before} -> {_state_text(task.content)}",
             },
-            "agent": [{"who": self.actor.to_fhir()}],
+            "agent": [{"who": _agent(self.principal)}],
         }
         if task.content.get("for"):
             provenance["target"].append(task.content["for"])
@@ -248,6 +261,27 @@ class CaseWorkflow:
         if reason:
             provenance["reason"] = [{"text": reason}]
         self.repository.create("Provenance", provenance)
+
+
+def _agent(principal: Principal | None) -> dict[str, Any]:
+    """Provenance.agent.who: the caller (client id, and fhirUser for a person), or the hub."""
+    if principal is None:
+        return {"display": "Second-opinion hub"}
+    who: dict[str, Any] = {
+        "identifier": {"system": f"{codes.CANONICAL_BASE}/sid/client", "value": principal.subject},
+        "display": principal.subject,
+    }
+    if principal.fhir_user:
+        who["reference"] = principal.fhir_user
+    return who
+
+
+def _program_concept(program: str) -> dict[str, Any]:
+    display = codes.PROGRAMS.get(program, program)
+    return {
+        "coding": [{"system": codes.PROGRAM_SYSTEM, "code": program, "display": display}],
+        "text": display,
+    }
 
 
 def _case_task_code() -> dict[str, Any]:

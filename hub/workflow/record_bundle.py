@@ -11,6 +11,7 @@ from sqlalchemy import and_, or_, select
 from hub.errors import InvalidRequest
 from hub.fhir.bundles import full_url
 from hub.fhir.dates import instant, utc_now
+from hub.fhir.interactions import FhirInteractions
 from hub.fhir.references import iter_references
 from hub.storage.indexer import ANY_REFERENCE, split_reference
 from hub.storage.repository import ResourceRepository, StoredResource
@@ -22,9 +23,11 @@ from hub.workflow.cases import CaseWorkflow
 FOLLOWED_TYPES = {"Practitioner", "Organization", "RelatedPerson", "Binary"}
 
 
-def record_bundle(repository: ResourceRepository, referral_id: str, base: str) -> dict[str, Any]:
-    """A `collection` Bundle of the case of ServiceRequest/`referral_id`, in a stable order."""
-    referral = repository.read("ServiceRequest", referral_id)
+def record_bundle(fhir: FhirInteractions, referral_id: str, base: str) -> dict[str, Any]:
+    """A `collection` Bundle of the case of ServiceRequest/`referral_id`, in a stable order,
+    holding what the caller may read of it; the hand-out is audited."""
+    repository = fhir.repository
+    referral = fhir.read("ServiceRequest", referral_id)
     subject = split_reference((referral.content.get("subject") or {}).get("reference", ""))
     if subject is None or subject[0] != "Patient":
         raise InvalidRequest(
@@ -37,8 +40,7 @@ def record_bundle(repository: ResourceRepository, referral_id: str, base: str) -
     case = CaseWorkflow(repository).case_task_for(referral_id)
     if case is not None:
         members[("Task", case.resource_id)] = case
-    patient = repository.read(*subject)
-    members[subject] = patient
+    _add(repository, members, subject)
     for key in _pointing_at(repository, [subject, *members]):
         _add(repository, members, key)
     for stored in list(members.values()):
@@ -46,9 +48,10 @@ def record_bundle(repository: ResourceRepository, referral_id: str, base: str) -
             target = split_reference(reference)
             if target and target[0] in FOLLOWED_TYPES:
                 _add(repository, members, target)
+    readable = [stored for _key, stored in sorted(members.items()) if fhir.may_read(stored)]
+    fhir.audited_export("operation", readable)
     entries = [
-        {"fullUrl": full_url(base, stored), "resource": stored.content}
-        for _key, stored in sorted(members.items())
+        {"fullUrl": full_url(base, stored), "resource": stored.content} for stored in readable
     ]
     return {
         "resourceType": "Bundle",

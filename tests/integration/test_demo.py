@@ -14,6 +14,7 @@ from hub.demo.run import BackgroundServer, refer_synthetic_patient
 from hub.settings import Settings
 from hub.storage.db import make_engine
 from hub.storage.migrate import upgrade
+from tests.fhir_client import bearer
 
 HUB = Path(sys.executable).with_name("hub")
 
@@ -54,14 +55,16 @@ def test_hub_demo_opens_a_received_case_on_fresh_sqlite(tmp_path):
     assert first_case and second_case and first_case.group(1) == second_case.group(1)
 
 
-def test_demo_record_bundle_is_a_valid_r4_bundle(database_url):
-    settings = Settings(database_url=database_url, port=free_port())
+def test_demo_record_bundle_is_a_valid_r4_bundle(database_url, signing_key_file):
+    settings = Settings(
+        database_url=database_url, port=free_port(), signing_key_file=signing_key_file
+    )
     upgrade(make_engine(database_url))
     server = BackgroundServer(settings)
     server.start()
     try:
-        case = refer_synthetic_patient(f"{server.url}/fhir")
-        bundle = httpx.get(case.record_bundle_url, timeout=30).json()
+        case = refer_synthetic_patient(settings)
+        bundle = httpx.get(case.record_bundle_url, headers=bearer(settings), timeout=30).json()
     finally:
         server.stop()
     Bundle.model_validate(bundle)

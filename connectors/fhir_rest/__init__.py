@@ -1,0 +1,1 @@
+"""FHIR REST transport: SMART Backend Services authentication, pulls and write-backs."""

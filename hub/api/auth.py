@@ -1,0 +1,68 @@
+"""The built-in authorization server's HTTP face: token endpoint, JWKS, SMART discovery."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.oauth2.rfc6749 import InvalidRequestError
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from hub.api.deps import hub_state, read_form
+from hub.errors import HubError
+from hub.security.authorization_server import oauth_error_response, safe_description, token_response
+from hub.security.clients import ASSERTION_ALGORITHMS, AUTH_METHOD, GRANT_TYPE
+from hub.security.keys import public_jwks
+from hub.settings import Settings
+
+router = APIRouter(tags=["Authorization"])
+
+SCOPES_SUPPORTED = (
+    "system/*.cruds",
+    "system/*.rs",
+    "user/*.cruds",
+    "user/*.rs",
+    "patient/*.rs",
+)
+
+
+@router.post("/auth/token")
+async def token(request: Request) -> Response:
+    """SMART Backend Services token request: client_credentials with a signed JWT assertion."""
+    state = hub_state(request)
+    try:
+        form = await read_form(request)
+    except HubError as exc:
+        return oauth_error_response(InvalidRequestError(safe_description(exc.diagnostics)))
+    response: Response = await run_in_threadpool(
+        token_response, state.settings, state.sessions, form
+    )
+    return response
+
+
+@router.get("/auth/jwks")
+def jwks(request: Request) -> JSONResponse:
+    """The public keys that verify the hub's access tokens."""
+    keys = public_jwks(hub_state(request).settings.signing_key_file)
+    return JSONResponse(keys, headers={"Cache-Control": "public, max-age=300"})
+
+
+@router.get("/.well-known/smart-configuration")
+@router.get("/fhir/.well-known/smart-configuration")
+def smart_configuration(request: Request) -> JSONResponse:
+    """SMART discovery (also under the FHIR base, where SMART clients look for it)."""
+    return JSONResponse(smart_configuration_document(hub_state(request).settings))
+
+
+def smart_configuration_document(settings: Settings) -> dict[str, Any]:
+    return {
+        "issuer": settings.issuer,
+        "token_endpoint": settings.token_url,
+        "jwks_uri": f"{settings.issuer}/jwks",
+        "grant_types_supported": [GRANT_TYPE],
+        "token_endpoint_auth_methods_supported": [AUTH_METHOD],
+        "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
+        "scopes_supported": list(SCOPES_SUPPORTED),
+        "capabilities": ["client-confidential-asymmetric", "permission-v2"],
+    }

@@ -1,0 +1,1 @@
+"""Authentication (OAuth2 / SMART), authorization (scopes, roles, per-case rules), audit."""

@@ -1,0 +1,42 @@
+"""The built-in authorization server's signing key: a private JWK in a file.
+
+Where the file does not exist (the embedded default), an RSA key is made and written with
+mode 0600. In production, point HUB_SIGNING_KEY_FILE at a key kept as a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from joserfc.jwk import RSAKey
+
+SIGNING_ALGORITHM = "RS256"
+
+
+@cache
+def signing_key(path: Path) -> dict[str, Any]:
+    """The private JWK at `path` (created if missing), with a `kid`."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = RSAKey.generate_key(2048, parameters={"alg": SIGNING_ALGORITHM, "use": "sig"})
+        data = key.as_dict(private=True)
+        data["kid"] = key.thumbprint()
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(data, handle)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if "kid" not in data:
+        data["kid"] = RSAKey.import_key(data).thumbprint()
+    return dict(data)
+
+
+def public_jwks(path: Path) -> dict[str, Any]:
+    """The JWKS that verifies tokens signed with the key at `path` (served at /auth/jwks)."""
+    private = signing_key(path)
+    public = RSAKey.import_key(private).as_dict(private=False)
+    public.update({"kid": private["kid"], "alg": SIGNING_ALGORITHM, "use": "sig"})
+    return {"keys": [public]}
