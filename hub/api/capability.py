@@ -41,7 +41,7 @@ def capability_statement(base: str) -> dict[str, Any]:
             ],
             "versioning": "versioned-update",
             "readHistory": True,
-            "updateCreate": True,
+            "updateCreate": False,
             "conditionalCreate": True,
             "conditionalUpdate": False,
             "conditionalDelete": "not-supported",

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
-from hub.api.deps import Caller, authenticate, base_url, read_body, unit_of_work
+from hub.api.deps import Caller, authenticate, base_url, fhir_body_schema, read_body, unit_of_work
 from hub.api.responses import FhirResponse, resource_response
 from hub.errors import InvalidRequest
 from hub.fhir.validation import validate_resource
@@ -25,7 +25,7 @@ def get_record_bundle(
         return FhirResponse(record_bundle(fhir, referral_id, base))
 
 
-@router.post("/Task/{task_id}/$transition")
+@router.post("/Task/{task_id}/$transition", openapi_extra=fhir_body_schema("Parameters"))
 def transition(
     request: Request,
     caller: Caller,

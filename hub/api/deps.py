@@ -28,6 +28,19 @@ from hub.security.tokens import TokenAuthenticator
 from hub.settings import Settings
 from hub.storage.repository import ResourceRepository
 
+
+def fhir_body_schema(*resource_types: str) -> dict[str, Any]:
+    """OpenAPI text for a route that reads its FHIR JSON body itself (read_body)."""
+    schema = {
+        "type": "object",
+        "properties": {"resourceType": {"type": "string", "enum": list(resource_types)}},
+        "required": ["resourceType"],
+    }
+    return {
+        "requestBody": {"required": True, "content": {"application/fhir+json": {"schema": schema}}}
+    }
+
+
 ACCEPTED_BODY_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 FORM_TYPE = "application/x-www-form-urlencoded"
 

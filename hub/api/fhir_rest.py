@@ -10,12 +10,21 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from hub.api.capability import capability_statement
-from hub.api.deps import Caller, authenticate, base_url, read_body, read_form, unit_of_work
+from hub.api.deps import (
+    Caller,
+    authenticate,
+    base_url,
+    fhir_body_schema,
+    read_body,
+    read_form,
+    unit_of_work,
+)
 from hub.api.responses import FhirResponse, resource_response
 from hub.errors import InvalidRequest, information_outcome
 from hub.fhir import bundles
 from hub.fhir.dates import date_range
 from hub.fhir.interactions import parse_etag
+from hub.fhir.search_parameters import supported_types
 from hub.fhir.transactions import process_bundle
 from hub.storage.search import whole_number
 
@@ -36,7 +45,7 @@ def metadata(base: Base) -> FhirResponse:
     return FhirResponse(capability_statement(base))
 
 
-@router.post("")
+@router.post("", openapi_extra=fhir_body_schema("Bundle"))
 @router.post("/", include_in_schema=False)
 def batch_or_transaction(request: Request, caller: Caller, body: Body, base: Base) -> FhirResponse:
     """Process a batch or transaction Bundle."""
@@ -69,7 +78,7 @@ async def search_by_post(
     return await run_in_threadpool(_search, request, caller, resource_type, params, base)
 
 
-@router.post("/{resource_type}")
+@router.post("/{resource_type}", openapi_extra=fhir_body_schema(*supported_types()))
 def create(
     request: Request,
     caller: Caller,
@@ -113,7 +122,7 @@ def read(
     return resource_response(stored, base)
 
 
-@router.put("/{resource_type}/{resource_id}")
+@router.put("/{resource_type}/{resource_id}", openapi_extra=fhir_body_schema(*supported_types()))
 def update(
     request: Request,
     caller: Caller,

@@ -14,6 +14,7 @@ from sqlalchemy import ColumnElement, or_
 from sqlalchemy.orm import Session
 
 from hub.errors import (
+    Forbidden,
     HubError,
     InvalidRequest,
     Issue,
@@ -118,9 +119,10 @@ class FhirInteractions:
             )
         old = self.repository.find(resource_type, resource_id)
         if old is None:
-            self._require(resource_type, "c")
-        else:
-            self._require_visible(old)
+            # No update-as-create: a PUT to an id the caller may not see must answer exactly
+            # like a PUT to an id that does not exist, so neither may create.
+            raise NotFound(f"{resource_type}/{resource_id} is not known; create with POST.")
+        self._require_visible(old)
         self.cases.check_write(resource_type, resource, old)
         stored, created = self.repository.update(
             resource_type, resource_id, resource, if_match=if_match
@@ -141,10 +143,16 @@ class FhirInteractions:
         return deleted
 
     def read(self, resource_type: str, resource_id: str) -> StoredResource:
+        stored = self.fetch(resource_type, resource_id)
+        self._audit("read", [stored])
+        return stored
+
+    def fetch(self, resource_type: str, resource_id: str) -> StoredResource:
+        """The current version, if the caller may read it; not audited (for operations that
+        audit what they hand out as a whole)."""
         self._require(resource_type, "r")
         stored = self.repository.read(resource_type, resource_id)
         self._require_visible(stored)
-        self._audit("read", [stored])
         return stored
 
     def vread(self, resource_type: str, resource_id: str, version: str) -> StoredResource:
@@ -243,7 +251,13 @@ class FhirInteractions:
             return None
         if resource_type is not None:
             return self.access.visible(resource_type)
-        searchable = [t for t in supported_types() if self.principal.allows(t, "s")]
+        searchable = [
+            t
+            for t in supported_types()
+            if self.principal.allows(t, "s") and self.access.may_use(t, "s")
+        ]
+        if not searchable:
+            raise Forbidden("The access token allows no search, so no history either.")
         return or_(*[(ResourceRow.res_type == t) & self.access.visible(t) for t in searchable])
 
     def _audit(

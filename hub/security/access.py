@@ -60,7 +60,7 @@ class AccessPolicy:
                 f"The access token has no scope that allows '{interaction}' on "
                 f"{resource_type} (e.g. system/{resource_type}.{interaction})."
             )
-        if not self._role_allows(resource_type, interaction):
+        if not self.may_use(resource_type, interaction):
             raise Forbidden(
                 f"The role(s) {', '.join(sorted(self.principal.roles)) or '(none)'} may not "
                 f"use '{interaction}' on {resource_type}."
@@ -70,7 +70,8 @@ class AccessPolicy:
         if not self.principal.has_role(*roles):
             raise Forbidden(f"This needs one of the roles {', '.join(roles)}.")
 
-    def _role_allows(self, resource_type: str, interaction: str) -> bool:
+    def may_use(self, resource_type: str, interaction: str) -> bool:
+        """Does one of the caller's roles allow `interaction` on `resource_type`?"""
         return any(
             resource_type in types and interaction in letters
             for role in self.principal.roles

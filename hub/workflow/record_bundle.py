@@ -27,7 +27,7 @@ def record_bundle(fhir: FhirInteractions, referral_id: str, base: str) -> dict[s
     """A `collection` Bundle of the case of ServiceRequest/`referral_id`, in a stable order,
     holding what the caller may read of it; the hand-out is audited."""
     repository = fhir.repository
-    referral = fhir.read("ServiceRequest", referral_id)
+    referral = fhir.fetch("ServiceRequest", referral_id)
     subject = split_reference((referral.content.get("subject") or {}).get("reference", ""))
     if subject is None or subject[0] != "Patient":
         raise InvalidRequest(

@@ -2,12 +2,12 @@ import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
 
 from hub.errors import TooManyRequests
+from hub.fhir.dates import utc_now
 from hub.security.audit import audit_event
 from hub.security.principal import Principal
 from hub.security.rate_limit import RateLimiter
 from hub.security.scopes import parse_scopes
 from hub.storage.repository import StoredResource
-from hub.fhir.dates import utc_now
 
 SPECIALIST = Principal(
     subject="dr-neuro",
