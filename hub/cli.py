@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,19 +33,33 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
     migrate: Annotated[bool, typer.Option(help="Upgrade the schema first.")] = True,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the hub's HTTP API (FHIR REST under /fhir)."""
     from hub.app import create_app
 
     settings = Settings()
+    overrides = {"host": host, "port": port}
+    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     if migrate:
         upgrade(make_engine(settings.database_url))
-    # uvicorn's access log prints query strings, which can hold PHI (?name=, ?identifier=).
+    configure_logging(log_level)
+    # uvicorn's access log prints query strings, which can hold PHI (?name=, ?identifier=):
+    # the hub logs each request itself, by route template (hub.api.middleware).
     uvicorn.run(
         create_app(settings),
-        host=host or settings.host,
-        port=port or settings.port,
+        host=settings.host,
+        port=settings.port,
         access_log=False,
+        log_config=None,
+    )
+
+
+def configure_logging(level: str) -> None:
+    """One line per event on standard error; never a resource, a query string or a name."""
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
 
 
@@ -90,10 +105,17 @@ def demo(
         typer.echo("  " + ", ".join(f"{n} {t}" for t, n in case.record_bundle_counts.items()))
         if exit_after:
             return
+        token = (
+            ".venv/bin/hub token issue --subject demo-case-manager --role case-manager "
+            "--program oncology --scope 'user/*.cruds'"
+        )
         typer.echo(
-            f"\nThe hub is serving at {server.url}/fhir (Ctrl-C stops it). Try:\n"
-            f"  curl -s '{server.url}/fhir/Task/{case.task_id}'\n"
-            f"  curl -s '{case.record_bundle_url}'"
+            f"\nThe hub is serving at {server.url}/fhir (Ctrl-C stops it). Every call needs a "
+            f"token; as the program's case manager (tokens last "
+            f"{settings.token_lifetime_seconds} s):\n"
+            f"  export TOKEN=$({token})\n"
+            f"  curl -s -H \"Authorization: Bearer $TOKEN\" '{server.url}/fhir/Task/{case.task_id}'\n"
+            f"  curl -s -H \"Authorization: Bearer $TOKEN\" '{case.record_bundle_url}'"
         )
         while server.thread.is_alive():
             server.thread.join(timeout=1)

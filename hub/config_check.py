@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from hub.settings import Settings
+from hub.settings import Settings, secrets_in
 
 
 def check_config_file(path: Path) -> list[str]:
@@ -26,6 +26,12 @@ def check_config_file(path: Path) -> list[str]:
     section = (yaml.safe_load(text) or {}).get("hub") or {}
     if not isinstance(section, dict):
         return [f"{path}:{lines.get('hub', 1)}: 'hub' must be a mapping"]
+    secrets = secrets_in(section)
+    if secrets:
+        return [
+            f"{path}:{lines.get(key, lines.get('hub', 1))}: hub.{key}: {problem}"
+            for key, problem in secrets.items()
+        ]
     try:
         Settings.model_validate(section)
     except ValidationError as exc:

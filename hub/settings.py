@@ -8,6 +8,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = REPO_ROOT / "config" / "hub.yaml"
@@ -22,12 +24,33 @@ class _YamlSource(PydanticBaseSettingsSource):
         if path.is_file():
             document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
             self._data = dict(document.get("hub") or {})
+            problems = secrets_in(self._data)
+            if problems:
+                raise ValueError(f"{path}: " + "; ".join(problems.values()))
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return self._data.get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
         return {key: value for key, value in self._data.items() if value is not None}
+
+
+def secrets_in(section: dict[str, Any]) -> dict[str, str]:
+    """Key → problem, for each secret written into the configuration file itself."""
+    url = section.get("database_url")
+    if isinstance(url, str) and make_url_password(url):
+        return {
+            "database_url": "the database password must come from HUB_DATABASE_URL "
+            "(environment) or a file, not from the configuration file"
+        }
+    return {}
+
+
+def make_url_password(url: str) -> str | None:
+    try:
+        return make_url(url).password
+    except ArgumentError:
+        return None
 
 
 class TrustedIssuer(BaseModel):

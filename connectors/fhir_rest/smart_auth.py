@@ -6,12 +6,16 @@ and to be signed with RS384 or ES384, which the subclass below sees to.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
-from authlib.integrations.httpx_client import OAuth2Client
-from authlib.oauth2.rfc7523 import PrivateKeyJWT
-from authlib.oauth2.rfc7523.assertion import private_key_jwt_sign
-from joserfc.jwk import ECKey, RSAKey
+# authlib announces a move of its httpx integration to "httpx2"; httpx is what we use.
+warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+
+from authlib.integrations.httpx_client import OAuth2Client  # noqa: E402
+from authlib.oauth2.rfc7523 import PrivateKeyJWT  # noqa: E402
+from authlib.oauth2.rfc7523.assertion import private_key_jwt_sign  # noqa: E402
+from joserfc.jwk import ECKey, RSAKey  # noqa: E402
 
 ASSERTION_LIFETIME_SECONDS = 300
 

@@ -31,6 +31,8 @@ SCOPES_SUPPORTED = (
 async def token(request: Request) -> Response:
     """SMART Backend Services token request: client_credentials with a signed JWT assertion."""
     state = hub_state(request)
+    # Token requests are limited per address: the client is not known before its assertion.
+    state.rate_limiter.take(f"token-endpoint:{request.client.host if request.client else '-'}")
     try:
         form = await read_form(request)
     except HubError as exc:

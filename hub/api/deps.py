@@ -66,7 +66,7 @@ def authenticate(request: Request) -> Principal:
     address = request.client.host if request.client else None
     principal = state.authenticator.authenticate(request.headers.get("authorization"), address)
     request.state.principal = principal
-    state.rate_limiter.take(principal.client_id)
+    state.rate_limiter.take(principal.subject)
     return principal
 
 

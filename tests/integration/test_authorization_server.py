@@ -26,6 +26,7 @@ from fastapi.testclient import TestClient
 from joserfc import jwt
 from joserfc.jwk import ECKey, OctKey, RSAKey
 
+from hub import codes
 from hub.app import create_app
 from hub.errors import Conflict, InvalidRequest
 from hub.security.authorization_server import issue_token
@@ -683,3 +684,54 @@ def test_the_registry_refuses_a_second_client_with_the_same_id(
             roles=["referrer"],
             scopes="system/Patient.rs",
         )
+
+
+def test_a_registered_referrer_submits_a_referral_and_cannot_replay_its_assertion(
+    client: TestClient, settings: Settings, tmp_path: Path, rsa_key: RSAKey
+) -> None:
+    scopes = "system/Patient.crus system/ServiceRequest.crus system/Task.rs"
+    register_with_cli(
+        settings,
+        tmp_path,
+        "county-ehr",
+        rsa_key,
+        "--role",
+        "referrer",
+        "--scope",
+        scopes,
+        "--referrer-kind",
+        "clinician",
+    )
+    signed = assertion(rsa_key, "county-ehr", settings.token_url)
+    granted = token_request(client, signed, scope=scopes)
+    assert granted.status_code == 200, granted.text
+    headers = {"Authorization": f"Bearer {granted.json()['access_token']}"}
+
+    child = client.post(
+        "/fhir/Patient",
+        headers=headers,
+        json={"resourceType": "Patient", "name": [{"family": "Referred"}]},
+    )
+    assert child.status_code == 201, child.text
+    request = client.post(
+        "/fhir/ServiceRequest",
+        headers=headers,
+        json={
+            "resourceType": "ServiceRequest",
+            "status": "active",
+            "intent": "order",
+            "category": [
+                {"coding": [{"system": codes.CASE_CATEGORY_SYSTEM, "code": codes.SECOND_OPINION}]}
+            ],
+            "subject": {"reference": f"Patient/{child.json()['id']}"},
+        },
+    )
+    assert request.status_code == 201, request.text
+    case = client.get(
+        "/fhir/Task", headers=headers, params={"focus": f"ServiceRequest/{request.json()['id']}"}
+    ).json()
+    assert case["entry"][0]["resource"]["status"] == "received"
+
+    replayed = token_request(client, signed, scope=scopes)
+    assert replayed.status_code == 400
+    assert replayed.json()["error"] == "invalid_client"

@@ -35,3 +35,10 @@ def test_broken_yaml_is_reported_with_its_line(tmp_path):
 def test_a_missing_file_is_reported(tmp_path):
     [problem] = check_config_file(tmp_path / "absent.yaml")
     assert "cannot be read" in problem
+
+
+def test_a_password_in_the_file_is_refused(tmp_path):
+    path = write(tmp_path, "hub:\n  database_url: postgresql+psycopg://hub:s3cret@db/hub\n")
+    [problem] = check_config_file(path)
+    assert problem.startswith(f"{path}:2: hub.database_url") and "environment" in problem
+    assert "s3cret" not in problem
