@@ -109,13 +109,14 @@ def demo(
             ".venv/bin/hub token issue --subject demo-case-manager --role case-manager "
             "--program oncology --scope 'user/*.cruds'"
         )
+        auth = "Authorization: Bearer $TOKEN"
         typer.echo(
             f"\nThe hub is serving at {server.url}/fhir (Ctrl-C stops it). Every call needs a "
             f"token; as the program's case manager (tokens last "
             f"{settings.token_lifetime_seconds} s):\n"
             f"  export TOKEN=$({token})\n"
-            f"  curl -s -H \"Authorization: Bearer $TOKEN\" '{server.url}/fhir/Task/{case.task_id}'\n"
-            f"  curl -s -H \"Authorization: Bearer $TOKEN\" '{case.record_bundle_url}'"
+            f"  curl -s -H \"{auth}\" '{server.url}/fhir/Task/{case.task_id}'\n"
+            f"  curl -s -H \"{auth}\" '{case.record_bundle_url}'"
         )
         while server.thread.is_alive():
             server.thread.join(timeout=1)
