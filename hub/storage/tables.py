@@ -9,6 +9,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -112,3 +113,68 @@ class UsedAssertionRow(Base):
     client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     jti: Mapped[str] = mapped_column(String(255), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=False), index=True)
+
+
+class MessageRow(Base):
+    """The message log: every HL7 v2 message in or out, raw, with its ACK and its fate."""
+
+    __tablename__ = "message_log"
+
+    message_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    direction: Mapped[str] = mapped_column(String(3))
+    """`in` or `out`."""
+    channel: Mapped[str] = mapped_column(String(128))
+    peer: Mapped[str] = mapped_column(String(255), default="")
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=False), index=True)
+    sending_application: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    sending_facility: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    control_id: Mapped[str | None] = mapped_column(String(199), nullable=True)
+    message_type: Mapped[str] = mapped_column(String(32), default="", index=True)
+    version: Mapped[str] = mapped_column(String(16), default="")
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    """in: accepted, mapped, failed, rejected; out: queued, delivered, failed, dead."""
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    ack: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    ack_code: Mapped[str | None] = mapped_column(String(2), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    report: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """The conversion report (JSON): what was mapped, defaulted, or not mapped and why."""
+    produced: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """JSON list of the references of the FHIR resources the message produced."""
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    batch_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+
+    __table_args__ = (
+        # The same sender never has two messages with one control id (HL7 v2 §2.10.1):
+        # a second arrival is a duplicate, re-ACKed and not processed again.
+        Index(
+            "uq_message_log_sender_control",
+            "direction",
+            "sending_application",
+            "sending_facility",
+            "control_id",
+            unique=True,
+        ),
+    )
+
+
+class JobRow(Base):
+    """The transactional outbox: work to do after a commit (map a message, deliver one)."""
+
+    __tablename__ = "job"
+
+    job_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(255))
+    """What the job works on, e.g. the message id."""
+    status: Mapped[str] = mapped_column(String(16))
+    """pending, running, done, dead."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=8)
+    run_after: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=False), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+
+    __table_args__ = (Index("ix_job_due", "status", "run_after"),)

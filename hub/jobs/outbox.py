@@ -1,0 +1,153 @@
+"""Jobs in the database: enqueue inside the caller's transaction, claim with a lease, finish
+or retry with exponential backoff, and after `max_attempts` move to the dead letters.
+
+A job is claimed by a conditional UPDATE (status pending → running), so two workers never
+run it at once; a worker that dies leaves a lease that runs out, and the job is retried.
+Jobs must be idempotent: one may run again after a crash between its effect and `done`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from hub.fhir.dates import utc_now
+from hub.storage.tables import JobRow
+
+BASE_DELAY_SECONDS = 2.0
+MAX_DELAY_SECONDS = 600.0
+LEASE_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: int
+    kind: str
+    subject: str
+    attempts: int
+    max_attempts: int
+
+
+def enqueue(
+    session: Session,
+    kind: str,
+    subject: str,
+    *,
+    max_attempts: int = 8,
+    run_after: datetime | None = None,
+) -> JobRow:
+    """Record a job in the caller's transaction: it exists only if the cause commits."""
+    now = utc_now()
+    row = JobRow(
+        kind=kind,
+        subject=subject,
+        status="pending",
+        attempts=0,
+        max_attempts=max_attempts,
+        run_after=run_after or now,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(row)
+    return row
+
+
+def claim_next(session: Session, kinds: set[str] | None = None) -> Job | None:
+    """Take the oldest due job (or one whose lease ran out); commits the claim."""
+    now = utc_now()
+    due = (
+        select(JobRow.job_id)
+        .where(
+            or_(
+                (JobRow.status == "pending") & (JobRow.run_after <= now),
+                (JobRow.status == "running") & (JobRow.lease_until < now),
+            )
+        )
+        .order_by(JobRow.run_after, JobRow.job_id)
+        .limit(8)
+    )
+    if kinds:
+        due = due.where(JobRow.kind.in_(kinds))
+    for job_id in session.scalars(due).all():
+        claimed = session.execute(
+            update(JobRow)
+            .where(
+                JobRow.job_id == job_id,
+                or_(
+                    JobRow.status == "pending",
+                    (JobRow.status == "running") & (JobRow.lease_until < now),
+                ),
+            )
+            .values(
+                status="running",
+                attempts=JobRow.attempts + 1,
+                lease_until=now + timedelta(seconds=LEASE_SECONDS),
+                updated_at=now,
+            )
+        )
+        if claimed.rowcount == 1:  # type: ignore[attr-defined]
+            session.commit()
+            row = session.get(JobRow, job_id)
+            assert row is not None
+            return Job(row.job_id, row.kind, row.subject, row.attempts, row.max_attempts)
+    session.rollback()
+    return None
+
+
+def mark_done(session: Session, job: Job) -> None:
+    """In the transaction that holds the job's effect: the job is done with it."""
+    session.execute(
+        update(JobRow)
+        .where(JobRow.job_id == job.job_id)
+        .values(status="done", lease_until=None, last_error=None, updated_at=utc_now())
+    )
+
+
+def mark_failed(session: Session, job: Job, error: str, *, retryable: bool = True) -> str:
+    """Schedule the next attempt with backoff, or move the job to the dead letters.
+
+    Returns the new status (pending or dead).
+    """
+    now = utc_now()
+    dead = not retryable or job.attempts >= job.max_attempts
+    delay = min(BASE_DELAY_SECONDS * 2 ** max(job.attempts - 1, 0), MAX_DELAY_SECONDS)
+    status = "dead" if dead else "pending"
+    session.execute(
+        update(JobRow)
+        .where(JobRow.job_id == job.job_id)
+        .values(
+            status=status,
+            lease_until=None,
+            last_error=error[:2000],
+            updated_at=now,
+            run_after=now + timedelta(seconds=delay * random.uniform(0.5, 1.0)),
+        )
+    )
+    return status
+
+
+def replay(session: Session, job_id: int) -> bool:
+    """Put a dead (or finished) job back in the queue with fresh attempts."""
+    result = session.execute(
+        update(JobRow)
+        .where(JobRow.job_id == job_id, JobRow.status.in_(("dead", "done")))
+        .values(
+            status="pending", attempts=0, run_after=utc_now(), last_error=None, updated_at=utc_now()
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def dead_letters(session: Session, limit: int = 100) -> list[JobRow]:
+    return list(
+        session.scalars(
+            select(JobRow)
+            .where(JobRow.status == "dead")
+            .order_by(JobRow.updated_at.desc())
+            .limit(limit)
+        )
+    )
