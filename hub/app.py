@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from hub.api import auth, case_operations, fhir_rest, health
+from hub.api import admin, auth, case_operations, fhir_rest, health
 from hub.api.deps import HubState
 from hub.api.errors import install_error_handlers
 from hub.api.middleware import install_middleware
+from hub.runtime import lifespan
 from hub.security.rate_limit import RateLimiter
 from hub.security.tokens import TokenAuthenticator
 from hub.settings import Settings
@@ -22,6 +23,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Second-opinion integration hub",
         summary="FHIR R4 hub for pediatric cancer second opinions",
         version="0.1.0",
+        lifespan=lifespan,
     )
     app.state.hub = HubState(
         settings=settings,
@@ -36,4 +38,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(fhir_rest.public)
     app.include_router(case_operations.router)
     app.include_router(fhir_rest.router)
+    app.include_router(admin.router)
     return app

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 import uvicorn
 
+from hub.cli_messages import dead_letters_app, messages_app, worker
 from hub.config_check import check_config_file
 from hub.errors import HubError, InvalidRequest
 from hub.security.authorization_server import issue_token
@@ -26,6 +27,9 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
+app.add_typer(messages_app, name="messages")
+app.add_typer(dead_letters_app, name="dead-letters")
+app.command("worker")(worker)
 
 
 @app.command()

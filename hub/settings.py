@@ -11,6 +11,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from connectors.hl7v2_mllp import MllpListenerConfig
+from hub.messages.outbound import MllpDestination
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = REPO_ROOT / "config" / "hub.yaml"
 
@@ -87,6 +90,14 @@ class Settings(BaseSettings):
     token_lifetime_seconds: int = Field(default=300, ge=60, le=3600)
     clock_skew_seconds: int = Field(default=60, ge=0, le=300)
     rate_limit_per_minute: int = Field(default=1200, gt=0)
+    embedded_worker: bool = True
+    """Run outbox jobs (mapping, deliveries) in the API process; off in API-only replicas."""
+    mllp_listeners: list[MllpListenerConfig] = Field(default_factory=list)
+    """HL7 v2 MLLP listeners: name, host, port, allowed_senders, limits, optional TLS."""
+    hl7_batch_folder: Path | None = None
+    """A folder watched for HL7 batch files (FHS/BHS … BTS/FTS); done/ and failed/ beside."""
+    mllp_destinations: list[MllpDestination] = Field(default_factory=list)
+    """HL7 v2 peers the hub delivers to (opinions, status updates), by name."""
     default_program: str = "oncology"
     """The program a new case belongs to until routing assigns one."""
 

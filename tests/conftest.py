@@ -90,6 +90,7 @@ def settings(database_url: str, signing_key_file: Path) -> Settings:
         max_request_bytes=256 * 1024,
         signing_key_file=signing_key_file,
         public_url="http://testserver",
+        embedded_worker=False,
     )
 
 

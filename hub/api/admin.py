@@ -6,11 +6,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from hub.api.deps import Caller, authenticate, hub_state
 from hub.errors import Forbidden, InvalidRequest, NotFound
 from hub.fhir.dates import date_range, instant
 from hub.jobs.outbox import dead_letters, replay
+from hub.messages.batch import process_batch
 from hub.messages.log import (
     MessageQuery,
     detail,
@@ -22,6 +24,7 @@ from hub.messages.log import (
 from hub.security.audit import audit_event, write_audit_event
 from hub.security.principal import Principal
 from hub.storage.repository import ResourceRepository
+from mappings.hl7v2.batch import BatchError
 
 
 def require_admin(caller: Caller) -> Principal:
@@ -131,3 +134,20 @@ def _wake(request: Request) -> None:
     worker = getattr(request.app.state, "worker", None)
     if worker is not None:
         worker.wake()
+
+
+@router.post("/hl7/batch")
+async def post_batch(request: Request, admin: Admin) -> JSONResponse:
+    """An HL7 batch file (FHS/BHS … BTS/FTS) as the body: each message taken on its own."""
+    raw = await request.body()
+    if len(raw) > hub_state(request).settings.max_request_bytes:
+        raise InvalidRequest("The batch file is larger than max_request_bytes.")
+    intake = request.app.state.intake
+    try:
+        report = await run_in_threadpool(
+            process_batch, intake, raw, channel="api-batch", peer=admin.subject
+        )
+    except BatchError as exc:
+        raise InvalidRequest(f"Not an HL7 batch file: {exc}") from exc
+    _wake(request)
+    return JSONResponse(report)

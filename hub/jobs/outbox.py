@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
@@ -41,19 +42,26 @@ def enqueue(
     run_after: datetime | None = None,
 ) -> JobRow:
     """Record a job in the caller's transaction: it exists only if the cause commits."""
-    now = utc_now()
-    row = JobRow(
-        kind=kind,
-        subject=subject,
-        status="pending",
-        attempts=0,
-        max_attempts=max_attempts,
-        run_after=run_after or now,
-        created_at=now,
-        updated_at=now,
-    )
+    row = JobRow(**enqueue_values(kind, subject, max_attempts=max_attempts, run_after=run_after))
     session.add(row)
     return row
+
+
+def enqueue_values(
+    kind: str, subject: str, *, max_attempts: int = 8, run_after: datetime | None = None
+) -> dict[str, Any]:
+    """The column values of a new job (for a Core insert on a hot path)."""
+    now = utc_now()
+    return {
+        "kind": kind,
+        "subject": subject,
+        "status": "pending",
+        "attempts": 0,
+        "max_attempts": max_attempts,
+        "run_after": run_after or now,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def claim_next(session: Session, kinds: set[str] | None = None) -> Job | None:

@@ -20,7 +20,8 @@ from hub.fhir.transactions import process_bundle
 from hub.jobs.outbox import Job, mark_done
 from hub.jobs.worker import JobFailed
 from hub.storage.tables import MessageRow
-from mappings.engine import MappingError, map_message
+from mappings.engine import map_message
+from mappings.errors import MappingError
 from mappings.hl7v2.tokenizer import Hl7ParseError, parse_message
 
 MESSAGE_ID_SYSTEM = f"{codes.CANONICAL_BASE}/sid/hl7v2-message"
@@ -47,11 +48,17 @@ def map_hl7_message(session: Session, job: Job) -> None:
     except HubError as exc:
         savepoint.rollback()
         where = ", ".join(e for issue in exc.issues for e in issue.expression)
-        _failed(session, row, job, f"{exc.diagnostics} {where}".strip(), result.report.to_json())
+        _failed(
+            session,
+            row,
+            job,
+            f"{exc.diagnostics} {where}".strip(),
+            json.dumps(result.report.to_json()),
+        )
         return
     row.status = "mapped"
     row.error = None
-    row.report = result.report.to_json()
+    row.report = json.dumps(result.report.to_json())
     row.produced = json.dumps(produced)
     mark_done(session, job)
 

@@ -24,7 +24,7 @@ ERROR_CODES = {
     "207": "Application internal error",
 }
 _COUNTER = itertools.count(1)
-_PREFIX = f"{os.getpid() % 100000:05d}"
+_PREFIX = f"{os.getpid() % 1000:03d}"
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,10 @@ class ErrorLocation:
 
 
 def new_control_id(now: datetime | None = None) -> str:
-    """A unique control id for a message the hub sends: time, process, counter."""
+    """A unique control id for a message the hub sends: time, process, counter, in the 20
+    characters MSH-10 allows up to v2.6."""
     moment = now or datetime.now(UTC)
-    return f"HUB{moment:%Y%m%d%H%M%S}{_PREFIX}{next(_COUNTER):06d}"
+    return f"{moment:%y%m%d%H%M%S}{_PREFIX}{next(_COUNTER) % 100000:05d}"
 
 
 def escape(text: str, delimiters: Delimiters) -> str:

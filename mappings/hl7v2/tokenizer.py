@@ -67,18 +67,19 @@ class Segment:
             return [raw]
         return raw.split(self.delimiters.repetition) if raw else []
 
-    def value(self, number: int, component: int = 1, subcomponent: int = 1,
-              repetition: int = 1) -> str:
+    def value(
+        self, number: int, component: int = 1, subcomponent: int = 1, repetition: int = 1
+    ) -> str:
         """SEG-number.component.subcomponent of one repetition, unescaped ('' if empty)."""
         repetitions = self.repetitions(number)
         if repetition > len(repetitions):
             return ""
-        return component_of(repetitions[repetition - 1], self.delimiters, component,
-                            subcomponent)
+        return component_of(repetitions[repetition - 1], self.delimiters, component, subcomponent)
 
 
-def component_of(field_value: str, delimiters: Delimiters, component: int = 1,
-                 subcomponent: int = 1) -> str:
+def component_of(
+    field_value: str, delimiters: Delimiters, component: int = 1, subcomponent: int = 1
+) -> str:
     """One component (and subcomponent) of a field repetition, unescaped."""
     components = field_value.split(delimiters.component)
     if component > len(components):
@@ -89,8 +90,17 @@ def component_of(field_value: str, delimiters: Delimiters, component: int = 1,
     return unescape(subcomponents[subcomponent - 1], delimiters)
 
 
-_FORMATTING = {"H": "", "N": "", ".br": "\n", ".sp": "\n", ".fi": "", ".nf": "", ".in": "",
-               ".ti": "", ".ce": ""}
+_FORMATTING = {
+    "H": "",
+    "N": "",
+    ".br": "\n",
+    ".sp": "\n",
+    ".fi": "",
+    ".nf": "",
+    ".in": "",
+    ".ti": "",
+    ".ce": "",
+}
 
 
 def unescape(text: str, delimiters: Delimiters) -> str:
@@ -110,13 +120,18 @@ def unescape(text: str, delimiters: Delimiters) -> str:
             out.append(text[position:])
             return "".join(out)
         out.append(text[position:start])
-        out.append(_escaped(text[start + 1:end], delimiters))
+        out.append(_escaped(text[start + 1 : end], delimiters))
         position = end + 1
 
 
 def _escaped(code: str, delimiters: Delimiters) -> str:
-    simple = {"F": delimiters.field, "S": delimiters.component, "T": delimiters.subcomponent,
-              "R": delimiters.repetition, "E": delimiters.escape}
+    simple = {
+        "F": delimiters.field,
+        "S": delimiters.component,
+        "T": delimiters.subcomponent,
+        "R": delimiters.repetition,
+        "E": delimiters.escape,
+    }
     if code in simple:
         return simple[code]
     if code.startswith("X") and len(code) > 1:
@@ -137,8 +152,7 @@ class Message:
             raise Hl7ParseError("The message does not start with an MSH segment.")
         field = text[3]
         encoding = text[4:8]
-        if len(set(field + encoding)) != 5 or field.isalnum() or any(c.isalnum()
-                                                                     for c in encoding):
+        if len(set(field + encoding)) != 5 or field.isalnum() or any(c.isalnum() for c in encoding):
             raise Hl7ParseError("MSH-1/MSH-2 do not hold five distinct delimiters.")
         self.delimiters = Delimiters(field, encoding[0], encoding[1], encoding[2], encoding[3])
         self.charset = charset
