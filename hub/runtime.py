@@ -43,6 +43,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     intake = Hl7Intake(state.sessions, on_enqueued=worker.wake if worker else None)
     app.state.intake = intake
     listeners = [MllpListener(config, intake) for config in state.settings.mllp_listeners]
+    app.state.listeners = listeners
     if worker:
         worker.start()
     for listener in listeners:

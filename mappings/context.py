@@ -8,7 +8,6 @@ function can note a default or a value it could not map at the exact HL7 locatio
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -25,9 +24,10 @@ from mappings.tables import (
     RuleSet,
     Tables,
     assign,
+    present,
 )
 
-__all__ = ["Context", "apply_rule_set", "display_of"]
+__all__ = ["Context", "apply_rule_set", "display_of", "first_value"]
 
 JSON = dict[str, Any]
 ReferenceMaker = Callable[[str, JSON], "JSON | None"]
@@ -60,6 +60,8 @@ class Context:
         "local_kind",
         "path_text",
         "make_reference",
+        "cache",
+        "rest",
     )
 
     def __init__(self, tables: Tables, message: Message, report: ConversionReport,
@@ -89,6 +91,8 @@ class Context:
         self.local_kind = "code"
         self.path_text = ""
         self.make_reference = make_reference
+        self.cache: dict[tuple[str, str], Any] = {}
+        self.rest = (delimiters.component, delimiters.subcomponent)
 
     # -- services for functions ------------------------------------------------------------
     def text(self, raw: str) -> str:
@@ -108,29 +112,32 @@ class Context:
         return parts[number - 1] if number <= len(parts) else ""
 
     def location(self, component: int | None = None) -> Location:
+        """The HL7 location being read (or one of its components)."""
         node = self.node
         assert node is not None
-        if component is not None:
-            if self.component is None:
-                return Location(node.name, node.sequence, self.field, component, None,
-                                self.repetition)
-            return Location(node.name, node.sequence, self.field, self.component, component,
-                            self.repetition)
-        return Location(node.name, node.sequence, self.field, self.component,
-                        self.subcomponent, self.repetition)
+        return Location(node.name, node.sequence, *self._position(component))
+
+    def _position(self, component: int | None) -> tuple[int | None, ...]:
+        if component is None:
+            return (self.field, self.component, self.subcomponent, self.repetition)
+        if self.component is None:
+            return (self.field, component, None, self.repetition)
+        return (self.field, self.component, component, self.repetition)
 
     def note_default(self, value: Any, reason: str, path: str | None = None) -> None:
         """Record that `path` (the current rule's by default) got `value` by default."""
         if self.record is not None:
             self.record.notes.append(
-                (self.location(), "defaulted", path or self.path_text, value, reason)
+                (self._position(None), "defaulted", path or self.path_text, value, reason)
             )
 
     def note_not_mapped(self, reason: str, component: int | None = None) -> None:
         """Record that the value at the current location (or one of its components) was
         not mapped, and why."""
         if self.record is not None:
-            self.record.notes.append((self.location(component), "not-mapped", None, None, reason))
+            self.record.notes.append(
+                (self._position(component), "not-mapped", None, None, reason)
+            )
 
     def evaluate(self, type_name: str, raw: str) -> Any:
         """Read a raw field repetition as datatype `type_name` (e.g. units as CWE)."""
@@ -155,7 +162,7 @@ def display_of(resource: JSON) -> str | None:
 
 
 def _empty(value: Any) -> bool:
-    return value is None or value == "" or value == {} or value == []
+    return value is None or (not value and not isinstance(value, (bool, int, float)))
 
 
 def _fill(template: Any, value: Any) -> Any:
@@ -193,11 +200,16 @@ def _datatype(ctx: Context, datatype: Datatype, parts: list[str], rest: tuple[st
     result: JSON = {}
     scalar: Any = None
     count = len(parts)
-    for rule in datatype.rules:
+    readable, late = datatype.plan(count)
+    for rule in (*readable, *late) if late else readable:
         number = rule.number
         raw = parts[number - 1] if number <= count else ""
-        if not raw and not rule.always:
-            continue
+        if not raw:
+            if not rule.always:
+                continue
+            present = rule.always_if
+            if present is not None and (present > count or not parts[present - 1]):
+                continue
         if composed:
             assert fields is not None
             ctx.field = fields[number - 1] if number <= len(fields) else ctx.field
@@ -206,8 +218,10 @@ def _datatype(ctx: Context, datatype: Datatype, parts: list[str], rest: tuple[st
             ctx.component = number
         else:
             ctx.subcomponent = number
-        value = _value(ctx, rule, raw, rest, None)
-        if _empty(value):
+        direct = rule.direct
+        value = direct(raw, ctx) if direct is not None and raw else _value(
+            ctx, rule, raw, rest, None)
+        if value is None:
             continue
         assert rule.path is not None
         if rule.path.merge and not isinstance(value, dict):
@@ -239,7 +253,8 @@ def _datatype(ctx: Context, datatype: Datatype, parts: list[str], rest: tuple[st
 
 def _value(ctx: Context, rule: Rule, raw: Any, rest: tuple[str, ...],
            fields: tuple[int, ...] | None) -> Any:
-    """One value through the rule's pipeline: component, type, table, function, shape."""
+    """One value through the rule's pipeline: component, type, table, function, shape.
+    Returns None rather than an empty value."""
     if rule.component is not None and rest:
         pieces = raw.split(rest[0])
         raw = pieces[rule.component - 1] if len(pieces) >= rule.component else ""
@@ -248,14 +263,14 @@ def _value(ctx: Context, rule: Rule, raw: Any, rest: tuple[str, ...],
     if fields is not None:  # composed fields: a datatype over them, or the function's input
         if isinstance(rule.type, Datatype):
             value = _datatype(ctx, rule.type, raw, rest, fields)
-            if _empty(value):
+            if value is None:
                 return None
         else:
             value = raw
     elif not raw:
         value = ""
     else:
-        local = rule.params.get("local")
+        local = rule.local
         if local is not None:
             saved_kind = ctx.local_kind
             ctx.local_kind = local
@@ -263,7 +278,7 @@ def _value(ctx: Context, rule: Rule, raw: Any, rest: tuple[str, ...],
             ctx.local_kind = saved_kind
         else:
             value = _read(ctx, rule.type, raw, rest, fields)
-        if _empty(value):
+        if value is None or _empty(value):
             return None
     if rule.table is not None:
         value = _table(ctx, rule, value)
@@ -271,17 +286,39 @@ def _value(ctx: Context, rule: Rule, raw: Any, rest: tuple[str, ...],
             return None
     if rule.function is not None:
         value = rule.function(value, ctx, rule.params)
+        if value is None:
+            return None
     if _empty(value):
         return None
     if rule.set is not None and isinstance(value, dict):
         for key, constant in rule.set.items():
             if key not in value:
-                value[key] = copy.deepcopy(constant)
+                value[key] = _copy(constant)
     if rule.wrap is not None:
         value = _fill(rule.wrap, value)
     if rule.reference is not None and isinstance(value, dict):
         value = ctx.make_reference(rule.reference, value)
     return value
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy(item) for item in value]
+    return value
+
+
+def first_value(ctx: Context, node: SegmentNode, number: int, component: int = 1) -> str:
+    """SEG-number.component of the first repetition, unescaped (conditions, switches)."""
+    raw = node.segment.field(number)
+    if not raw:
+        return ""
+    raw = raw.split(ctx.repetition_separator, 1)[0]
+    pieces = raw.split(ctx.component_separator)
+    if component > len(pieces):
+        return ""
+    return ctx.text(pieces[component - 1].split(ctx.subcomponent_separator, 1)[0])
 
 
 def _table(ctx: Context, rule: Rule, value: Any) -> Any:
@@ -340,7 +377,10 @@ def apply_rule_set(ctx: Context, rule_set: RuleSet, node: SegmentNode, resource:
     record.rule_sets.append(rule_set)
     ctx.node, ctx.record = node, record
     target = resource if rule_set.into is None else {}
+    segment = node.segment
     for rule in rule_set.rules:
+        if rule.quick and not segment.field(rule.number):
+            continue
         _field(ctx, rule, node, target, record)
     if rule_set.into is not None and target:
         if all(key in target for key in rule_set.require):
@@ -357,7 +397,7 @@ def _field(ctx: Context, rule: Rule, node: SegmentNode, target: JSON,
     segment = node.segment
     number = rule.number
     if rule.switch is not None:
-        selector = segment.value(rule.switch)
+        selector = first_value(ctx, node, rule.switch)
         chosen = rule.cases.get(selector.upper()) or rule.default
         if chosen is None:
             if segment.field(number):
@@ -367,7 +407,12 @@ def _field(ctx: Context, rule: Rule, node: SegmentNode, target: JSON,
                 )
             return
         rule = chosen
-    if rule.path is None:  # an `ignore` or `used` entry: the report reads those
+    path = rule.path
+    if path is None:  # an `ignore` or `used` entry: the report reads those
+        if rule.ignore:
+            record.ignored[number] = rule.ignore
+        return
+    if rule.fallback and present(target, path):
         return
     raw = segment.field(number)
     if not raw:
@@ -375,51 +420,56 @@ def _field(ctx: Context, rule: Rule, node: SegmentNode, target: JSON,
             raise MissingRequiredField(rule.required, Location(node.name, node.sequence, number))
         if not rule.always:
             return
-    ctx.field, ctx.component, ctx.subcomponent, ctx.repetition = number, None, None, None
+    ctx.field = number
+    ctx.component = ctx.subcomponent = ctx.repetition = None
     ctx.path_text = rule.report_path
+    rest = ctx.rest
     separator = ctx.repetition_separator
-    rest = (ctx.component_separator, ctx.subcomponent_separator)
     values: list[Any] = []
     if rule.compose:
         fields = (number, *rule.compose)
         parts = [segment.field(f).split(separator, 1)[0] for f in fields]
         value = _value(ctx, rule, parts, rest, fields)
-        if not _empty(value):
+        if value is not None:
             values.append(value)
-    else:
-        if rule.repeat:
-            repetitions = raw.split(separator)
-        elif separator in raw:
-            repetitions = [raw.split(separator, 1)[0]]
-            ctx.repetition = 2
-            ctx.note_not_mapped(f"{rule.report_path} holds one value: repetitions after the "
-                                "first are not mapped")
-        else:
-            repetitions = [raw]
-        for index, repetition in enumerate(repetitions):
+    elif rule.repeat:
+        for index, repetition in enumerate(raw.split(separator)):
             if not repetition and not rule.always:
                 continue
-            ctx.repetition = index + 1 if rule.repeat else None
-            ctx.field, ctx.component, ctx.subcomponent = number, None, None
+            ctx.repetition = index + 1
+            ctx.component = ctx.subcomponent = None
             value = _value(ctx, rule, repetition, rest, None)
-            if not _empty(value):
+            if value is not None:
                 values.append(value)
         ctx.repetition = None
         if rule.repeat == REPEAT_JOIN and values:
             values = ["\n".join(str(v) for v in values)]
+    else:
+        if separator in raw:
+            raw = raw.split(separator, 1)[0]
+            ctx.repetition = 2
+            ctx.note_not_mapped(f"{rule.report_path} holds one value: repetitions after the "
+                                "first are not mapped")
+            ctx.repetition = None
+        value = _value(ctx, rule, raw, rest, None)
+        if value is not None:
+            values.append(value)
     written = False
-    assert rule.path is not None
     for value in values:
         if rule.repeat == REPEAT_EACH and isinstance(value, list):
             for item in value:
-                written = assign(target, rule.path, item, rule.fallback, rule.join) or written
+                written = assign(target, path, item, rule.fallback, rule.join) or written
         else:
-            written = assign(target, rule.path, value, rule.fallback, rule.join) or written
+            written = assign(target, path, value, rule.fallback, rule.join) or written
     if written:
-        record.mapped.setdefault(number, []).append(rule.report_path)
+        mapped = record.mapped
+        if number in mapped:
+            mapped[number].append(rule.report_path)
+        else:
+            mapped[number] = [rule.report_path]
         for other in rule.compose:
             if segment.field(other):
-                record.mapped.setdefault(other, []).append(rule.report_path)
+                mapped.setdefault(other, []).append(rule.report_path)
     elif rule.otherwise is not None and raw:
         _field(ctx, rule.otherwise, node, target, record)
         if number in record.mapped:

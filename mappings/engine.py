@@ -23,13 +23,14 @@ No YAML is read here and no FHIR model is built: the tables are compiled once
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from mappings.context import Context, apply_rule_set, display_of
+from mappings.context import Context, apply_rule_set, display_of, first_value
 from mappings.errors import (
     Location,
     MalformedMessage,
@@ -58,6 +59,24 @@ _MSH_USED = {
     10: "message control id: seeds the bundle's urn:uuid fullUrls",
     12: "version: one union structure serves 2.3 to 2.8",
     18: "character set: decodes the message",
+}
+_MSH_NOT_MAPPED = {
+    5: "receiving application: the hub itself",
+    6: "receiving facility: the hub itself",
+    8: "security: not carried",
+    11: "processing id: checked by the listener, not carried",
+    13: "sequence number: not carried",
+    14: "continuation pointer: not carried",
+    15: "accept acknowledgment type: read by the listener",
+    16: "application acknowledgment type: read by the listener",
+    17: "country code: not carried",
+    19: "principal language of the message: not carried",
+    20: "alternate character set handling: not carried",
+    21: "message profile identifier: not checked",
+    22: "sending responsible organization: not carried",
+    23: "receiving responsible organization: not carried",
+    24: "sending network address: not carried",
+    25: "receiving network address: not carried",
 }
 
 
@@ -148,7 +167,7 @@ class _BundleBuilder:
             if update:
                 entry["request"] = _request(resource_type, token, True)
             return entry
-        full_url = f"urn:uuid:{uuid.uuid5(self.namespace, f'{self.control_id}|{key}')}"
+        full_url = _uuid5(self.namespace, f"{self.control_id}|{resource_type}|{token}")
         entry = {"fullUrl": full_url, "resource": resource,
                  "request": _request(resource_type, token, update)}
         self.entries[key] = entry
@@ -168,20 +187,34 @@ class _BundleBuilder:
 _MERGE = TargetPath.parse(".")
 
 
+def _uuid5(namespace: uuid.UUID, name: str) -> str:
+    """`urn:uuid:` + uuid.uuid5(namespace, name), without building UUID objects."""
+    digest = bytearray(hashlib.sha1(namespace.bytes + name.encode("utf-8")).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = digest.hex()
+    return f"urn:uuid:{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
 def _request(resource_type: str, token: str, update: bool) -> JSON:
     if update:
         return {"method": "PUT", "url": f"{resource_type}?identifier={token}"}
     return {"method": "POST", "url": resource_type, "ifNoneExist": f"identifier={token}"}
 
 
+_SAFE = re.compile(r"[A-Za-z0-9:/.\-_~@]*")
+
+
 def _token(system: str, value: str) -> str:
     """`system|value` as a FHIR search token (\\ | , $ escaped) in a URL query."""
+    return f"{_escape(system)}|{_escape(value)}"
 
-    def escape(text: str) -> str:
-        text = text.replace("\\", "\\\\").replace("|", "\\|").replace(",", "\\,")
-        return quote(text.replace("$", "\\$"), safe=":/.-_~@")
 
-    return f"{escape(system)}|{escape(value)}"
+def _escape(text: str) -> str:
+    if _SAFE.fullmatch(text):
+        return text
+    text = text.replace("\\", "\\\\").replace("|", "\\|").replace(",", "\\,")
+    return quote(text.replace("$", "\\$"), safe=":/.-_~@")
 
 
 def _context(tables: Tables, message: Message, report: ConversionReport,
@@ -219,6 +252,7 @@ def _explain_segments(tables: Tables, reasons: dict[str, str],
         node = record.node
         if node.name == "MSH":
             record.used.update(_MSH_USED)
+            record.ignored.update(_MSH_NOT_MAPPED)
             record.consumers.append("engine (MSH)")
             continue
         if node.name.startswith("Z"):
@@ -247,7 +281,7 @@ def _build(ctx: Context, specs: list[Spec], nodes: list[SegmentNode],
                 continue
             condition = spec.when
             if condition is not None and not condition.holds(
-                node.segment.value(condition.field, condition.component).upper()
+                first_value(ctx, node, condition.field, condition.component).upper()
             ):
                 continue
             if spec.into is not None:

@@ -48,8 +48,12 @@ def _text(raw: str, ctx: Context) -> str | None:
 
 
 def _string(raw: str, ctx: Context) -> str | None:
-    value = _text(raw, ctx)
-    return value.strip() if value else None
+    if raw == '""':
+        ctx.note_not_mapped('an explicit null ("") is not carried into FHIR')
+        return None
+    if ctx.escape in raw:
+        raw = ctx.text(raw)
+    return raw.strip() or None
 
 
 def _number(raw: str, ctx: Context) -> int | float | None:
@@ -77,14 +81,31 @@ def _integer(raw: str, ctx: Context) -> int | None:
 
 
 def _datetime(raw: str, ctx: Context) -> str | None:
-    """HL7 DTM → FHIR dateTime, keeping the sender's precision (a year stays a year)."""
-    text = raw.strip()
+    """HL7 DTM → FHIR dateTime, keeping the sender's precision (a year stays a year).
+
+    A time without a UTC offset takes MSH-7's (else the sender's, senders.yaml): FHIR needs
+    one. That default is reported. Conversions are cached per message: one OBX-14 repeated
+    over fifteen OBX is read once.
+    """
+    key = ("DTM", raw)
+    found = ctx.cache.get(key)
+    if found is None:
+        found = ctx.cache[key] = _convert_datetime(raw.strip(), ctx.utc_offset)
+    value, defaulted, problem = found
+    if problem:
+        ctx.note_not_mapped(problem)
+    elif defaulted:
+        ctx.note_default(defaulted, f"the time has no UTC offset; took {ctx.offset_source}'s")
+    return value
+
+
+def _convert_datetime(text: str, default_offset: str) -> tuple[str | None, str | None, str]:
+    """(FHIR dateTime, the offset supplied by default, why it is not a date)."""
     if not text or text == '""':
-        return None
+        return None, None, ""
     match = _DTM.match(text)
     if match is None:
-        ctx.note_not_mapped("not an HL7 date/time (YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ])")
-        return None
+        return None, None, "not an HL7 date/time (YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ])"
     year, month, day, hour, minute, second, fraction, offset = match.groups()
     try:
         dt.date(int(year), int(month or 1), int(day or 1))
@@ -92,19 +113,18 @@ def _datetime(raw: str, ctx: Context) -> str | None:
                                  or int(second or 0) > 59):
             raise ValueError(text)
     except ValueError:
-        ctx.note_not_mapped("not a valid calendar date or time")
-        return None
+        return None, None, "not a valid calendar date or time"
     date = year if month is None else f"{year}-{month}" if day is None else (
         f"{year}-{month}-{day}"
     )
     if hour is None:
-        return date
+        return date, None, ""
+    defaulted = None
     if offset is None:
-        zone = ctx.utc_offset
-        ctx.note_default(zone, f"the time has no UTC offset; took {ctx.offset_source}'s")
+        zone = defaulted = default_offset
     else:
         zone = f"{offset[:3]}:{offset[3:]}"
-    return f"{date}T{hour}:{minute or '00'}:{second or '00'}{fraction or ''}{zone}"
+    return f"{date}T{hour}:{minute or '00'}:{second or '00'}{fraction or ''}{zone}", defaulted, ""
 
 
 def _date(raw: str, ctx: Context) -> str | None:
@@ -204,7 +224,12 @@ def coding_system(value: Any, ctx: Context, params: Params) -> str | None:
         if found:
             return found
         ctx.note_not_mapped("coding system name not in coding_systems.yaml; kept as local")
-    return ctx.terminology.senders.local_system(ctx.facility, ctx.local_kind)
+    key = ("local", ctx.local_kind)
+    found = ctx.cache.get(key)
+    if found is None:
+        found = ctx.cache[key] = ctx.terminology.senders.local_system(ctx.facility,
+                                                                      ctx.local_kind)
+    return found  # type: ignore[no-any-return]
 
 
 def codeable_concept(value: Any, ctx: Context, params: Params) -> Any:
@@ -281,6 +306,21 @@ def ucum_units(value: Any, ctx: Context, params: Params) -> JSON | None:
     return {"unit": shown if declared else unit, "system": UCUM, "code": code}
 
 
+def _units(ctx: Context, raw: str, params: Params) -> JSON:
+    """OBX-6 read once per message and distinct value (OBX-5 and OBX-7 both need it)."""
+    key = ("units", raw)
+    found = ctx.cache.get(key)
+    if found is None:
+        found = ctx.cache[key] = ucum_units(ctx.evaluate("CWE", raw), ctx, params) or {}
+    return dict(found)
+
+
+def units(value: Any, ctx: Context, params: Params) -> JSON | None:
+    """Quantity.unit/system/code from a units CWE (the raw component being read)."""
+    raw = ctx.raw_part(2) if ctx.parts else ""
+    return _units(ctx, raw, params) or None if raw else None
+
+
 def quantity(value: Any, ctx: Context, params: Params) -> Any:
     """Finish a Quantity: it needs a value."""
     return value if isinstance(value, dict) and "value" in value else None
@@ -293,7 +333,7 @@ def structured_numeric(value: Any, ctx: Context, params: Params) -> JSON | None:
     comparator, first, separator, second = (c.strip() for c in components[:4])
     units: JSON = {}
     if len(parts) > 1 and parts[1]:
-        units = ucum_units(ctx.evaluate("CWE", parts[1]), ctx, params) or {}
+        units = _units(ctx, parts[1], params)
     if not _NUMBER.match(first or "x"):
         ctx.note_not_mapped("SN without a first number")
         return None
@@ -314,14 +354,28 @@ def structured_numeric(value: Any, ctx: Context, params: Params) -> JSON | None:
 def reference_range(value: Any, ctx: Context, params: Params) -> JSON | None:
     """OBX-7 (`3.5-5.0`, `<0.5`, `>10`, or words) with OBX-6 units → referenceRange."""
     parts: list[str] = value
+    key = ("range", "\x00".join(parts))
+    cached = ctx.cache.get(key)
+    if cached is None:
+        cached = ctx.cache[key] = _reference_range(parts, ctx, params)
+    return _copy(cached) if cached is not None else None
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _copy(item) for key, item in value.items()}
+    return value
+
+
+def _reference_range(parts: list[str], ctx: Context, params: Params) -> JSON | None:
     text = ctx.text(parts[0]).strip()
     if not text:
         return None
     units: JSON = {}
     if len(parts) > 1 and parts[1]:
         saved = ctx.record
-        ctx.record = None  # the units were reported with OBX-5 already
-        units = ucum_units(ctx.evaluate("CWE", parts[1]), ctx, params) or {}
+        ctx.record = None  # the units are reported with OBX-5
+        units = _units(ctx, parts[1], params)
         ctx.record = saved
     match = _RANGE.match(text)
     if match:
@@ -467,6 +521,7 @@ FUNCTIONS: dict[str, Function] = {
     "choose_one": choose_one,
     "ucum_units": ucum_units,
     "quantity": quantity,
+    "units": units,
     "structured_numeric": structured_numeric,
     "reference_range": reference_range,
     "telecom_value": telecom_value,

@@ -68,7 +68,7 @@ _CONSTANT = re.compile(r"\$\{codes\.([A-Z_]+)\}")
 _RULE_KEYS = {
     "path", "type", "component", "table", "as", "function", "params", "repeat", "join",
     "required", "fallback", "always", "compose", "set", "wrap", "reference", "ignore", "used",
-    "switch", "cases", "default", "otherwise",
+    "switch", "cases", "default", "otherwise", "report",
 }
 _SPEC_KEYS = {
     "name", "resource", "segment", "group", "rules", "also", "when", "unless", "required",
@@ -239,7 +239,8 @@ def _rule(number: int, source: str, spec: Any, terminology: Terminology,
             rule.path = TargetPath.parse(str(spec["path"]))
         except ValueError as exc:
             raise MappingTableError(f"{source}: {exc}") from exc
-        rule.report_path = f"{report_prefix}{spec['path']}".rstrip(".")
+        shown = str(spec.get("report", spec["path"])).replace("[]", "")
+        rule.report_path = f"{report_prefix}{shown}".replace("[]", "").rstrip(".")
     rule.type_name = spec.get("type")
     rule.component = spec.get("component")
     if "table" in spec:
@@ -258,7 +259,10 @@ def _rule(number: int, source: str, spec: Any, terminology: Terminology,
     if required:
         rule.required = required if isinstance(required, str) else f"{source} is required"
     rule.fallback = bool(spec.get("fallback", False))
-    rule.always = bool(spec.get("always", False))
+    always = spec.get("always", False)
+    rule.always = bool(always)
+    if not isinstance(always, bool) and isinstance(always, int):
+        rule.always_if = always
     rule.compose = tuple(int(n) for n in spec.get("compose") or ())
     rule.set = spec.get("set")
     rule.wrap = spec.get("wrap")
@@ -282,6 +286,8 @@ def _rule(number: int, source: str, spec: Any, terminology: Terminology,
         raise MappingTableError(f"{source}: a rule needs a path, a switch, ignore or used")
     if rule.type_name:
         pending.append((rule, source))
+    rule.quick = rule.switch is None and not rule.always and not rule.required
+    rule.local = rule.params.get("local")
     return rule
 
 
@@ -298,6 +304,11 @@ def _link(rule: Rule, datatypes: Mapping[str, Datatype | Primitive], where: str)
     if found is None:
         raise MappingTableError(f"{where}: no datatype {rule.type_name}")
     rule.type = found
+    bare = (rule.component is None and rule.table is None and rule.function is None
+            and rule.set is None and rule.wrap is None and rule.reference is None
+            and rule.local is None and not rule.always)
+    if isinstance(found, Primitive) and found.text and bare:
+        rule.direct = found.function  # text types read the whole value: no splitting
 
 
 def _numbered(entries: Any, where: str) -> list[tuple[int, Any]]:
@@ -336,7 +347,7 @@ def _datatype(name: str, document: JSON, terminology: Terminology,
             ignored[number] = rule.ignore
         if rule.path is not None:
             rules.append(rule)
-    return Datatype(
+    datatype = Datatype(
         name=name,
         fhir=str(document.get("fhir", "")),
         rules=rules,
@@ -346,6 +357,8 @@ def _datatype(name: str, document: JSON, terminology: Terminology,
         require=tuple(document.get("require") or ()),
         scalar=bool(document.get("scalar", False)),
     )
+    datatype.prepare()
+    return datatype
 
 
 def _resource(name: str, document: JSON, terminology: Terminology,

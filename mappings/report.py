@@ -64,7 +64,8 @@ class SegmentRecord:
         self.mapped: dict[int, list[str]] = {}
         self.used: dict[int, str] = {}
         self.ignored: dict[int, str] = {}
-        self.notes: list[tuple[Location, Status, str | None, Any, str]] = []
+        # (Location, or (field, component, subcomponent, repetition) in this segment), ...
+        self.notes: list[tuple[Any, Status, str | None, Any, str]] = []
         self.consumers: list[str] = []
         self.rule_sets: list[RuleSet] = []
         self.reason: str | None = None
@@ -194,7 +195,8 @@ def _entries(record: SegmentRecord) -> Iterator[ReportEntry]:
         else:
             yield ReportEntry(location, "not-mapped", group, reason=record.reason)
     seen: set[tuple[str, str, str | None]] = set()
-    for location, status, path, value, reason in record.notes:
+    for where, status, path, value, reason in record.notes:
+        location = where if isinstance(where, Location) else Location(name, sequence, *where)
         key = (str(location), status, path)
         if key in seen:
             continue

@@ -44,6 +44,8 @@ class Element:
 class GroupDef:
     name: str
     children: list[Element] = field(default_factory=list)
+    # segment name → the indexes of the children that can start with it, ascending
+    starts: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +130,7 @@ def _match_group(structure: Structure, definition: GroupDef, node: GroupNode,
                  segments: list[Segment], position: int, nodes: list[SegmentNode],
                  sequences: dict[str, int], is_root: bool) -> int:
     children = definition.children
+    starts = definition.starts
     current = 0
     used = [False] * len(children)
     count = len(segments)
@@ -135,12 +138,13 @@ def _match_group(structure: Structure, definition: GroupDef, node: GroupNode,
         segment = segments[position]
         name = segment.name
         found = -1
-        for index in range(current, len(children)):
-            child = children[index]
-            if name in child.first and not (index == current and used[index]
-                                            and not child.repeat):
-                found = index
-                break
+        for index in starts.get(name, ()):
+            if index < current:
+                continue
+            if index == current and used[index] and not children[index].repeat:
+                continue
+            found = index
+            break
         if found < 0:
             if is_root or name not in structure.segment_names:
                 _add(node, segment, position, nodes, sequences, expected=False)
@@ -205,14 +209,18 @@ def _first_sets(definition: GroupDef, names: set[str], visiting: set[str]) -> fr
     visiting = visiting | {definition.name}
     group_first: set[str] = set()
     still_open = True
-    for child in definition.children:
+    starts: dict[str, list[int]] = {}
+    for index, child in enumerate(definition.children):
         if child.group is None:
             child.first = frozenset({child.name})
             names.add(child.name)
         else:
             child.first = _first_sets(child.group, names, visiting)
+        for name in child.first:
+            starts.setdefault(name, []).append(index)
         if still_open:
             group_first |= child.first
             if not child.optional:
                 still_open = False
+    definition.starts = {name: tuple(indexes) for name, indexes in starts.items()}
     return frozenset(group_first)

@@ -31,6 +31,7 @@ __all__ = [
     "Spec",
     "Tables",
     "assign",
+    "present",
 ]
 
 JSON = dict[str, Any]
@@ -47,6 +48,7 @@ class Path:
     text: str
     steps: tuple[tuple[str, int | None], ...]
     merge: bool
+    single: str | None = None  # a plain `key`: set at once
 
     @classmethod
     def parse(cls, text: str) -> Path:
@@ -63,12 +65,38 @@ class Path:
                 steps.append((part, None))
         if any(index == APPEND for _, index in steps[:-1]):
             raise ValueError(f"'{text}': only the last step may append ([])")
-        return cls(text, tuple(steps), False)
+        single = steps[0][0] if len(steps) == 1 and steps[0][1] is None else None
+        return cls(text, tuple(steps), False, single)
+
+
+def present(target: JSON, path: Path) -> bool:
+    """Whether `path` already holds a value in `target` (for fallback rules)."""
+    if path.merge:
+        return False
+    node: Any = target
+    for key, index in path.steps:
+        node = node.get(key) if isinstance(node, dict) else None
+        if node is None:
+            return False
+        if index is not None:
+            if not node:
+                return False
+            if index >= 0:
+                if index >= len(node):
+                    return False
+                node = node[index]
+            else:
+                return True
+    return True
 
 
 def assign(target: JSON, path: Path, value: Any, fallback: bool = False,
            join: str | None = None) -> bool:
     """Put `value` at `path` in `target`; False if nothing was written."""
+    key = path.single
+    if key is not None and not fallback and join is None:
+        target[key] = value
+        return True
     if path.merge:
         if not isinstance(value, dict):
             return False
@@ -174,6 +202,7 @@ class Rule:
     required: str | None = None
     fallback: bool = False
     always: bool = False
+    always_if: int | None = None  # `always: N`: even when empty, if component N is present
     compose: tuple[int, ...] = ()
     set: JSON | None = None
     wrap: Any = None
@@ -184,6 +213,9 @@ class Rule:
     cases: dict[str, Rule] = field(default_factory=dict)
     default: Rule | None = None
     otherwise: Rule | None = None
+    quick: bool = False  # skippable at once when its field is empty
+    local: str | None = None  # the kind of local codes it reads (params.local)
+    direct: PrimitiveFunction | None = None  # a bare primitive read: no table, function ...
 
 
 @dataclass(slots=True, eq=False)
@@ -198,6 +230,21 @@ class Datatype:
     finalize: list[tuple[Function, Mapping[str, Any]]]
     require: tuple[str, ...]
     scalar: bool
+    # for a value of n parts: rules[:limits[n]] can read a part; late[n] are `always` rules
+    # beyond the last part (filled in by `prepare`)
+    limits: list[int] = field(default_factory=list)
+    late: list[list[Rule]] = field(default_factory=list)
+
+    def prepare(self) -> None:
+        top = max((rule.number for rule in self.rules), default=0)
+        self.limits = [sum(1 for r in self.rules if r.number <= n) for n in range(top + 1)]
+        self.late = [[r for r in self.rules if r.number > n and r.always]
+                     for n in range(top + 1)]
+
+    def plan(self, count: int) -> tuple[list[Rule], list[Rule]]:
+        if count >= len(self.limits):
+            return self.rules, []
+        return self.rules[: self.limits[count]], self.late[count]
 
 
 @dataclass(slots=True, eq=False)

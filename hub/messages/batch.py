@@ -3,7 +3,6 @@ own result, and a report for the whole file (posted to the API or dropped in a f
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -40,7 +39,8 @@ def process_batch(intake: Hl7Intake, raw: bytes, *, channel: str, peer: str = ""
         "batchId": batch_id,
         "controlId": report.control_id,
         "declaredCount": sum(s.declared_count or 0 for s in batch.sections) or None,
-        "messages": [dataclasses.asdict(e) for e in report.entries],
+        "messages": [{"index": e.index, "controlId": e.control_id, "type": e.message_type,
+                      "outcome": e.outcome, "detail": e.detail} for e in report.entries],
         "problems": [
             {
                 "code": str(p.code.value),
