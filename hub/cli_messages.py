@@ -91,7 +91,10 @@ def worker() -> None:
     from hub.jobs.worker import JobWorker
     from hub.runtime import job_handlers
 
-    job_worker = JobWorker(_sessions(), job_handlers(Settings()))
+    settings = Settings()
+    job_worker = JobWorker(
+        _sessions(), job_handlers(settings), lease_seconds=settings.job_lease_seconds
+    )
     stop = False
 
     def _stop(*_: object) -> None:

@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     token_lifetime_seconds: int = Field(default=300, ge=60, le=3600)
     clock_skew_seconds: int = Field(default=60, ge=0, le=300)
     rate_limit_per_minute: int = Field(default=1200, gt=0)
+    job_lease_seconds: float = Field(default=120.0, gt=0)
+    """How long a claimed job is a worker's; after a crash it is retried when this runs out."""
     embedded_worker: bool = True
     """Run outbox jobs (mapping, deliveries) in the API process; off in API-only replicas."""
     mllp_listeners: list[MllpListenerConfig] = Field(default_factory=list)

@@ -16,6 +16,9 @@ from mappings.hl7v2.tokenizer import Message, unescape
 from mappings.report import ConversionReport, SegmentRecord
 from mappings.structure import SegmentNode
 from mappings.tables import (
+    KIND_DATATYPE,
+    KIND_PRIMITIVE,
+    KIND_TEXT,
     REPEAT_EACH,
     REPEAT_JOIN,
     Datatype,
@@ -27,7 +30,16 @@ from mappings.tables import (
     present,
 )
 
-__all__ = ["Context", "apply_rule_set", "display_of", "first_value"]
+__all__ = [
+    "Context",
+    "apply_rule_set",
+    "datatype_loop",
+    "display_of",
+    "first_value",
+    "note_parts",
+    "value_of",
+    "value_pipeline",
+]
 
 JSON = dict[str, Any]
 ReferenceMaker = Callable[[str, JSON], "JSON | None"]
@@ -47,6 +59,7 @@ class Context:
         "subcomponent_separator",
         "delimiters",
         "facility",
+        "application",
         "utc_offset",
         "offset_source",
         "control_id",
@@ -64,9 +77,16 @@ class Context:
         "rest",
     )
 
-    def __init__(self, tables: Tables, message: Message, report: ConversionReport,
-                 facility: str, utc_offset: str, offset_source: str,
-                 make_reference: ReferenceMaker) -> None:
+    def __init__(
+        self,
+        tables: Tables,
+        message: Message,
+        report: ConversionReport,
+        facility: str,
+        utc_offset: str,
+        offset_source: str,
+        make_reference: ReferenceMaker,
+    ) -> None:
         self.tables = tables
         self.terminology = tables.terminology
         self.message = message
@@ -78,6 +98,7 @@ class Context:
         self.component_separator = delimiters.component
         self.subcomponent_separator = delimiters.subcomponent
         self.facility = facility
+        self.application = message.msh.value(3)
         self.utc_offset = utc_offset
         self.offset_source = offset_source
         self.control_id = message.control_id
@@ -91,7 +112,7 @@ class Context:
         self.local_kind = "code"
         self.path_text = ""
         self.make_reference = make_reference
-        self.cache: dict[tuple[str, str], Any] = {}
+        self.cache: dict[tuple[str, ...], Any] = {}
         self.rest = (delimiters.component, delimiters.subcomponent)
 
     # -- services for functions ------------------------------------------------------------
@@ -135,9 +156,7 @@ class Context:
         """Record that the value at the current location (or one of its components) was
         not mapped, and why."""
         if self.record is not None:
-            self.record.notes.append(
-                (self._position(component), "not-mapped", None, None, reason)
-            )
+            self.record.notes.append((self._position(component), "not-mapped", None, None, reason))
 
     def evaluate(self, type_name: str, raw: str) -> Any:
         """Read a raw field repetition as datatype `type_name` (e.g. units as CWE)."""
@@ -175,8 +194,13 @@ def _fill(template: Any, value: Any) -> Any:
     return template
 
 
-def _read(ctx: Context, kind: Datatype | Primitive | None, raw: str, rest: tuple[str, ...],
-          fields: tuple[int, ...] | None) -> Any:
+def _read(
+    ctx: Context,
+    kind: Datatype | Primitive | None,
+    raw: str,
+    rest: tuple[str, ...],
+    fields: tuple[int, ...] | None,
+) -> Any:
     """Read `raw` (escaped) as `kind`; `rest` are the delimiters still to split on."""
     if kind is None:
         return ctx.text(raw).strip() or None
@@ -190,9 +214,29 @@ def _read(ctx: Context, kind: Datatype | Primitive | None, raw: str, rest: tuple
     return _datatype(ctx, kind, parts, rest[1:], fields)
 
 
-def _datatype(ctx: Context, datatype: Datatype, parts: list[str], rest: tuple[str, ...],
-              fields: tuple[int, ...] | None) -> Any:
-    """Apply a datatype table to the parts of one composite value."""
+def _datatype(
+    ctx: Context,
+    datatype: Datatype,
+    parts: list[str],
+    rest: tuple[str, ...],
+    fields: tuple[int, ...] | None,
+) -> Any:
+    """Apply a datatype table to the parts of one composite value: its compiled reader
+    (mappings/compiler.py), or this interpreter's loop where none was compiled."""
+    read = datatype.read
+    if read is not None:
+        return read(ctx, parts, rest, fields)
+    return datatype_loop(ctx, datatype, parts, rest, fields)
+
+
+def datatype_loop(
+    ctx: Context,
+    datatype: Datatype,
+    parts: list[str],
+    rest: tuple[str, ...],
+    fields: tuple[int, ...] | None,
+) -> Any:
+    """The reference interpreter of a datatype table (the compiled readers do the same)."""
     saved = (ctx.parts, ctx.field, ctx.component, ctx.subcomponent)
     ctx.parts = parts
     composed = fields is not None
@@ -200,8 +244,15 @@ def _datatype(ctx: Context, datatype: Datatype, parts: list[str], rest: tuple[st
     result: JSON = {}
     scalar: Any = None
     count = len(parts)
-    readable, late = datatype.plan(count)
-    for rule in (*readable, *late) if late else readable:
+    limits = datatype.limits
+    if count < len(limits):
+        late = datatype.late[count]
+        rules = datatype.rules[: limits[count]]
+        if late:
+            rules = rules + late
+    else:
+        rules = datatype.rules
+    for rule in rules:
         number = rule.number
         raw = parts[number - 1] if number <= count else ""
         if not raw:
@@ -219,8 +270,9 @@ def _datatype(ctx: Context, datatype: Datatype, parts: list[str], rest: tuple[st
         else:
             ctx.subcomponent = number
         direct = rule.direct
-        value = direct(raw, ctx) if direct is not None and raw else _value(
-            ctx, rule, raw, rest, None)
+        value = (
+            direct(raw, ctx) if direct is not None and raw else _value(ctx, rule, raw, rest, None)
+        )
         if value is None:
             continue
         assert rule.path is not None
@@ -229,15 +281,8 @@ def _datatype(ctx: Context, datatype: Datatype, parts: list[str], rest: tuple[st
         else:
             assign(result, rule.path, value, rule.fallback, rule.join)
     ctx.component, ctx.subcomponent = saved[2], saved[3]
-    if count > 1 or (count == 1 and 1 not in datatype.known):
-        known = datatype.known
-        for number in range(1, count + 1):
-            if parts[number - 1] and (number not in known or number in datatype.ignored):
-                reason = datatype.ignored.get(number) or (
-                    f"{datatype.name}.{number} is not in {datatype.name}.yaml"
-                )
-                if not composed:
-                    ctx.note_not_mapped(reason, component=number)
+    if count >= datatype.first_noted:
+        note_parts(ctx, datatype, parts, composed)
     ctx.parts, ctx.field = saved[0], saved[1]
     if scalar is not None:
         return scalar
@@ -251,8 +296,29 @@ def _datatype(ctx: Context, datatype: Datatype, parts: list[str], rest: tuple[st
     return result or None
 
 
-def _value(ctx: Context, rule: Rule, raw: Any, rest: tuple[str, ...],
-           fields: tuple[int, ...] | None) -> Any:
+def note_parts(ctx: Context, datatype: Datatype, parts: list[str], composed: bool) -> None:
+    """Report the parts present that the datatype table does not map."""
+    if composed:
+        return
+    known = datatype.known
+    for number in range(1, len(parts) + 1):
+        if parts[number - 1] and (number not in known or number in datatype.ignored):
+            reason = datatype.ignored.get(number) or (
+                f"{datatype.name}.{number} is not in {datatype.name}.yaml"
+            )
+            ctx.note_not_mapped(reason, component=number)
+
+
+def value_of(
+    ctx: Context, rule: Rule, raw: Any, rest: tuple[str, ...], fields: tuple[int, ...] | None
+) -> Any:
+    """One value through a rule's whole pipeline (the compiled readers call this)."""
+    return _value(ctx, rule, raw, rest, fields)
+
+
+def _value(
+    ctx: Context, rule: Rule, raw: Any, rest: tuple[str, ...], fields: tuple[int, ...] | None
+) -> Any:
     """One value through the rule's pipeline: component, type, table, function, shape.
     Returns None rather than an empty value."""
     if rule.component is not None and rest:
@@ -261,8 +327,9 @@ def _value(ctx: Context, rule: Rule, raw: Any, rest: tuple[str, ...],
         rest = rest[1:]
     value: Any
     if fields is not None:  # composed fields: a datatype over them, or the function's input
-        if isinstance(rule.type, Datatype):
-            value = _datatype(ctx, rule.type, raw, rest, fields)
+        kind = rule.type
+        if isinstance(kind, Datatype):
+            value = _datatype(ctx, kind, raw, rest, fields)
             if value is None:
                 return None
         else:
@@ -274,11 +341,34 @@ def _value(ctx: Context, rule: Rule, raw: Any, rest: tuple[str, ...],
         if local is not None:
             saved_kind = ctx.local_kind
             ctx.local_kind = local
-            value = _read(ctx, rule.type, raw, rest, fields)
-            ctx.local_kind = saved_kind
+        # inlined `_read`, dispatched on the kind the loader worked out (Rule.kind_code)
+        code = rule.kind_code
+        kind = rule.type
+        if code == KIND_TEXT:
+            value = kind.function(raw, ctx)  # type: ignore[union-attr]
+        elif code == KIND_PRIMITIVE:
+            first = rest[0] if rest else None
+            if first is not None and first in raw:
+                raw, _, tail = raw.partition(first)
+                if tail.strip(first):
+                    ctx.note_not_mapped(
+                        f"only the first part is read as {kind.name}",  # type: ignore[union-attr]
+                        component=2,
+                    )
+            value = kind.function(raw, ctx)  # type: ignore[union-attr]
+        elif code == KIND_DATATYPE:
+            value = _datatype(
+                ctx,
+                kind,  # type: ignore[arg-type]
+                raw.split(rest[0]) if rest else [raw],
+                rest[1:],
+                None,
+            )
         else:
-            value = _read(ctx, rule.type, raw, rest, fields)
-        if value is None or _empty(value):
+            value = ctx.text(raw).strip() or None
+        if local is not None:
+            ctx.local_kind = saved_kind
+        if value is None:
             return None
     if rule.table is not None:
         value = _table(ctx, rule, value)
@@ -286,19 +376,22 @@ def _value(ctx: Context, rule: Rule, raw: Any, rest: tuple[str, ...],
             return None
     if rule.function is not None:
         value = rule.function(value, ctx, rule.params)
-        if value is None:
+        if value is None or _empty(value):
             return None
-    if _empty(value):
+    elif value == "":
         return None
     if rule.set is not None and isinstance(value, dict):
-        for key, constant in rule.set.items():
+        for key, constant in rule.set.items():  # constants are shared, never modified
             if key not in value:
-                value[key] = _copy(constant)
+                value[key] = constant
     if rule.wrap is not None:
         value = _fill(rule.wrap, value)
     if rule.reference is not None and isinstance(value, dict):
         value = ctx.make_reference(rule.reference, value)
     return value
+
+
+value_pipeline = _value  # for the compiled readers: the pipeline itself, no wrapper
 
 
 def _copy(value: Any) -> Any:
@@ -339,6 +432,8 @@ def _table(ctx: Context, rule: Rule, value: Any) -> Any:
                 for target in ctx.terminology.concept_maps.translate(table.source, code):
                     if target not in value["coding"]:
                         value["coding"].append(dict(target))
+            if table.target == table.source and found[1] and "display" not in coding:
+                coding["display"] = found[1]
             if table.target and table.target != table.source:
                 target = {"system": table.target, "code": found[0]}
                 if found[1]:
@@ -378,9 +473,15 @@ def apply_rule_set(ctx: Context, rule_set: RuleSet, node: SegmentNode, resource:
     ctx.node, ctx.record = node, record
     target = resource if rule_set.into is None else {}
     segment = node.segment
+    fields = segment.raw_fields
+    if fields is None:  # MSH
+        fields = ["MSH", *(segment.field(n) for n in range(1, segment.field_count + 1))]
+    count = len(fields)
     for rule in rule_set.rules:
-        if rule.quick and not segment.field(rule.number):
-            continue
+        if rule.quick:
+            number = rule.number
+            if number >= count or not fields[number]:
+                continue
         _field(ctx, rule, node, target, record)
     if rule_set.into is not None and target:
         if all(key in target for key in rule_set.require):
@@ -392,8 +493,9 @@ def apply_rule_set(ctx: Context, rule_set: RuleSet, node: SegmentNode, resource:
             )
 
 
-def _field(ctx: Context, rule: Rule, node: SegmentNode, target: JSON,
-           record: SegmentRecord) -> None:
+def _field(
+    ctx: Context, rule: Rule, node: SegmentNode, target: JSON, record: SegmentRecord
+) -> None:
     segment = node.segment
     number = rule.number
     if rule.switch is not None:
@@ -423,44 +525,33 @@ def _field(ctx: Context, rule: Rule, node: SegmentNode, target: JSON,
     ctx.field = number
     ctx.component = ctx.subcomponent = ctx.repetition = None
     ctx.path_text = rule.report_path
-    rest = ctx.rest
-    separator = ctx.repetition_separator
-    values: list[Any] = []
-    if rule.compose:
-        fields = (number, *rule.compose)
-        parts = [segment.field(f).split(separator, 1)[0] for f in fields]
-        value = _value(ctx, rule, parts, rest, fields)
-        if value is not None:
-            values.append(value)
-    elif rule.repeat:
-        for index, repetition in enumerate(raw.split(separator)):
-            if not repetition and not rule.always:
-                continue
-            ctx.repetition = index + 1
-            ctx.component = ctx.subcomponent = None
-            value = _value(ctx, rule, repetition, rest, None)
-            if value is not None:
-                values.append(value)
-        ctx.repetition = None
-        if rule.repeat == REPEAT_JOIN and values:
-            values = ["\n".join(str(v) for v in values)]
-    else:
+    written = False
+    if rule.simple:  # one value, no composed fields, nothing remembered: the common case
+        separator = ctx.repetition_separator
         if separator in raw:
             raw = raw.split(separator, 1)[0]
             ctx.repetition = 2
-            ctx.note_not_mapped(f"{rule.report_path} holds one value: repetitions after the "
-                                "first are not mapped")
+            ctx.note_not_mapped(
+                f"{rule.report_path} holds one value: repetitions after the first are not mapped"
+            )
             ctx.repetition = None
-        value = _value(ctx, rule, raw, rest, None)
+        value = _value(ctx, rule, raw, ctx.rest, None)
         if value is not None:
-            values.append(value)
-    written = False
-    for value in values:
-        if rule.repeat == REPEAT_EACH and isinstance(value, list):
-            for item in value:
-                written = assign(target, path, item, rule.fallback, rule.join) or written
-        else:
-            written = assign(target, path, value, rule.fallback, rule.join) or written
+            written = assign(target, path, value, rule.fallback, rule.join)
+    else:
+        if rule.compose:
+            raw = "\x00".join(segment.field(f) for f in (number, *rule.compose))
+        values = (
+            _memo_values(ctx, rule, node, raw, record)
+            if rule.reference is not None
+            else _values(ctx, rule, node, raw)
+        )
+        for value in values:
+            if rule.repeat == REPEAT_EACH and isinstance(value, list):
+                for item in value:
+                    written = assign(target, path, item, rule.fallback, rule.join) or written
+            else:
+                written = assign(target, path, value, rule.fallback, rule.join) or written
     if written:
         mapped = record.mapped
         if number in mapped:
@@ -482,3 +573,61 @@ def _field(ctx: Context, rule: Rule, node: SegmentNode, target: JSON,
             )
     elif rule.required:
         raise MissingRequiredField(rule.required, Location(node.name, node.sequence, number))
+
+
+def _memo_values(
+    ctx: Context, rule: Rule, node: SegmentNode, raw: str, record: SegmentRecord
+) -> list[Any]:
+    """The values of a field that makes a referenced resource (XCN → Practitioner), read
+    once per message and distinct value: the same OBX-16 over fifteen results is read
+    once. The notes of the first reading are repeated at every place the value occurs."""
+    key = ("field", str(id(rule)), raw)
+    found = ctx.cache.get(key)
+    if found is not None:
+        values, notes = found
+        for position, status, path, note_value, reason in notes:
+            where = (ctx.field, position[1], position[2], ctx.repetition)
+            record.notes.append((where, status, path, note_value, reason))
+        return [_copy(value) for value in values]
+    start = len(record.notes)
+    values = _values(ctx, rule, node, raw)
+    ctx.cache[key] = ([_copy(value) for value in values], record.notes[start:])
+    return values
+
+
+def _values(ctx: Context, rule: Rule, node: SegmentNode, raw: str) -> list[Any]:
+    number = rule.number
+    rest = ctx.rest
+    separator = ctx.repetition_separator
+    values: list[Any] = []
+    if rule.compose:
+        fields = (number, *rule.compose)
+        segment = node.segment
+        parts = [segment.field(f).split(separator, 1)[0] for f in fields]
+        value = _value(ctx, rule, parts, rest, fields)
+        if value is not None:
+            values.append(value)
+    elif rule.repeat:
+        for index, repetition in enumerate(raw.split(separator)):
+            if not repetition and not rule.always:
+                continue
+            ctx.repetition = index + 1
+            ctx.component = ctx.subcomponent = None
+            value = _value(ctx, rule, repetition, rest, None)
+            if value is not None:
+                values.append(value)
+        ctx.repetition = None
+        if rule.repeat == REPEAT_JOIN and values:
+            values = ["\n".join(str(v) for v in values)]
+    else:
+        if separator in raw:
+            raw = raw.split(separator, 1)[0]
+            ctx.repetition = 2
+            ctx.note_not_mapped(
+                f"{rule.report_path} holds one value: repetitions after the first are not mapped"
+            )
+            ctx.repetition = None
+        value = _value(ctx, rule, raw, rest, None)
+        if value is not None:
+            values.append(value)
+    return values

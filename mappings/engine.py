@@ -121,17 +121,60 @@ def map_message(message: Message, tables: Tables | None = None) -> MappingResult
     builder = _BundleBuilder(tables.namespace, message.control_id)
     ctx = _context(tables, message, report, builder)
     instances = _build(ctx, message_map.specs, nodes, records)
+    scope = _Scope(instances)
     for instance in instances:
-        _finish(ctx, builder, instance, instances)
+        _finish(ctx, builder, instance, scope)
     for instance in instances:
-        _wire(instance, instances)
+        _wire(instance, scope)
     return MappingResult(builder.bundle(instances), report)
+
+
+class _Scope:
+    """Finds the instances of a spec nearest to a group: in the closest enclosing group
+    that holds any (a result's patient, a report's results). Answers are memoized."""
+
+    def __init__(self, instances: list[_Instance]) -> None:
+        self.by_spec: dict[str, list[_Instance]] = {}
+        for instance in instances:
+            self.by_spec.setdefault(instance.spec.name, []).append(instance)
+        self.ancestors: dict[int, set[int]] = {}
+        for instance in instances:
+            chain: set[int] = set()
+            group: GroupNode | None = instance.node.group
+            while group is not None:
+                chain.add(id(group))
+                group = group.parent
+            self.ancestors[id(instance)] = chain
+        self.memo: dict[tuple[str, int], list[_Instance]] = {}
+
+    def nearest(self, name: str, group: GroupNode | None) -> list[_Instance]:
+        if group is None:
+            return []
+        key = (name, id(group))
+        found = self.memo.get(key)
+        if found is None:
+            marker = id(group)
+            ancestors = self.ancestors
+            found = [i for i in self.by_spec.get(name, ()) if marker in ancestors[id(i)]]
+            if not found:
+                found = self.nearest(name, group.parent)
+            self.memo[key] = found
+        return found
 
 
 class _Instance:
     """One resource being made from one segment occurrence."""
 
-    __slots__ = ("spec", "node", "resource", "identity", "full_url", "display", "position")
+    __slots__ = (
+        "spec",
+        "node",
+        "resource",
+        "identity",
+        "full_url",
+        "display",
+        "position",
+        "entry",
+    )
 
     def __init__(self, spec: Spec, node: SegmentNode, position: int) -> None:
         self.spec = spec
@@ -141,10 +184,13 @@ class _Instance:
         self.full_url: str | None = None
         self.display: str | None = None
         self.position = position
+        self.entry: JSON | None = None
 
     def reference(self) -> JSON | None:
         if self.full_url:
             return {"reference": self.full_url}
+        if self.display is None:
+            self.display = display_of(self.resource)
         return {"display": self.display} if self.display else None
 
 
@@ -168,17 +214,20 @@ class _BundleBuilder:
                 entry["request"] = _request(resource_type, token, True)
             return entry
         full_url = _uuid5(self.namespace, f"{self.control_id}|{resource_type}|{token}")
-        entry = {"fullUrl": full_url, "resource": resource,
-                 "request": _request(resource_type, token, update)}
+        entry = {
+            "fullUrl": full_url,
+            "resource": resource,
+            "request": _request(resource_type, token, update),
+        }
         self.entries[key] = entry
         return entry
 
     def bundle(self, instances: list[_Instance]) -> JSON:
         ordered: dict[str, JSON] = {}
         for instance in instances:
-            if instance.full_url and instance.full_url not in ordered:
-                key = (instance.resource["resourceType"], _token(*instance.identity or ("", "")))
-                ordered[instance.full_url] = self.entries[key]
+            entry = instance.entry
+            if entry is not None and entry["fullUrl"] not in ordered:
+                ordered[entry["fullUrl"]] = entry
         for entry in self.entries.values():
             ordered.setdefault(entry["fullUrl"], entry)
         return {"resourceType": "Bundle", "type": "transaction", "entry": list(ordered.values())}
@@ -217,8 +266,9 @@ def _escape(text: str) -> str:
     return quote(text.replace("$", "\\$"), safe=":/.-_~@")
 
 
-def _context(tables: Tables, message: Message, report: ConversionReport,
-             builder: _BundleBuilder) -> Context:
+def _context(
+    tables: Tables, message: Message, report: ConversionReport, builder: _BundleBuilder
+) -> Context:
     msh = message.msh
     facility = msh.value(4) or msh.value(3)
     offset = _OFFSET.search(msh.value(7).split(".")[0]) if msh.value(7) else None
@@ -233,8 +283,11 @@ def _context(tables: Tables, message: Message, report: ConversionReport,
         identity = _first_identifier(content, ())
         display = display_of(content)
         if identity is None:
-            ctx.note_default(None, f"no identifier: the {resource_type} is referenced by "
-                             "its name only (Reference.display)")
+            ctx.note_default(
+                None,
+                f"no identifier: the {resource_type} is referenced by "
+                "its name only (Reference.display)",
+            )
             return {"display": display} if display else None
         entry = builder.add(content, identity, update=False)
         reference = {"reference": entry["fullUrl"]}
@@ -246,8 +299,9 @@ def _context(tables: Tables, message: Message, report: ConversionReport,
     return ctx
 
 
-def _explain_segments(tables: Tables, reasons: dict[str, str],
-                      records: list[SegmentRecord]) -> None:
+def _explain_segments(
+    tables: Tables, reasons: dict[str, str], records: list[SegmentRecord]
+) -> None:
     for record in records:
         node = record.node
         if node.name == "MSH":
@@ -256,23 +310,27 @@ def _explain_segments(tables: Tables, reasons: dict[str, str],
             record.consumers.append("engine (MSH)")
             continue
         if node.name.startswith("Z"):
-            record.reason = (f"{node.name} is a Z-segment: site-defined, no table maps it")
+            record.reason = f"{node.name} is a Z-segment: site-defined, no table maps it"
         elif not node.expected:
-            record.reason = (f"{node.name} is not expected here in the message structure")
+            record.reason = f"{node.name} is not expected here in the message structure"
         else:
-            record.reason = reasons.get(node.name) or tables.segment_reasons.get(node.name) or (
-                f"no resource in this message table is made from {node.name}"
+            record.reason = (
+                reasons.get(node.name)
+                or tables.segment_reasons.get(node.name)
+                or (f"no resource in this message table is made from {node.name}")
             )
 
 
-def _build(ctx: Context, specs: list[Spec], nodes: list[SegmentNode],
-           records: list[SegmentRecord]) -> list[_Instance]:
+def _build(
+    ctx: Context, specs: list[Spec], nodes: list[SegmentNode], records: list[SegmentRecord]
+) -> list[_Instance]:
     by_name: dict[str, list[SegmentNode]] = {}
     for node in nodes:
         if node.expected:
             by_name.setdefault(node.name, []).append(node)
     instances: list[_Instance] = []
     made: dict[str, list[_Instance]] = {}
+    selectors: dict[tuple[int, int, int], str] = {}  # condition values, read once
     for spec in specs:
         mine: list[_Instance] = []
         rule_set = spec.resource.segments[spec.rules]
@@ -280,10 +338,15 @@ def _build(ctx: Context, specs: list[Spec], nodes: list[SegmentNode],
             if spec.group is not None and node.group.name != spec.group:
                 continue
             condition = spec.when
-            if condition is not None and not condition.holds(
-                first_value(ctx, node, condition.field, condition.component).upper()
-            ):
-                continue
+            if condition is not None:
+                key = (node.index, condition.field, condition.component)
+                selector = selectors.get(key)
+                if selector is None:
+                    selector = selectors[key] = first_value(
+                        ctx, node, condition.field, condition.component
+                    ).upper()
+                if not condition.holds(selector):
+                    continue
             if spec.into is not None:
                 targets = _nearest(made.get(spec.into, []), node.group)
                 if targets:
@@ -308,8 +371,7 @@ def _build(ctx: Context, specs: list[Spec], nodes: list[SegmentNode],
     return instances
 
 
-def _apply(ctx: Context, spec: Spec, rule_set: RuleSet, node: SegmentNode,
-           resource: JSON) -> None:
+def _apply(ctx: Context, spec: Spec, rule_set: RuleSet, node: SegmentNode, resource: JSON) -> None:
     """The spec's own segment, then its related ones (`also`), into one resource."""
     apply_rule_set(ctx, rule_set, node, resource)
     for path in spec.also:
@@ -349,8 +411,7 @@ def _nearest(instances: list[_Instance], group: GroupNode | None) -> list[_Insta
     return []
 
 
-def _finish(ctx: Context, builder: _BundleBuilder, instance: _Instance,
-            instances: list[_Instance]) -> None:
+def _finish(ctx: Context, builder: _BundleBuilder, instance: _Instance, scope: _Scope) -> None:
     """Defaults, finalizers, identity and the bundle entry of one resource."""
     resource = instance.resource
     node = instance.node
@@ -359,26 +420,31 @@ def _finish(ctx: Context, builder: _BundleBuilder, instance: _Instance,
     ctx.node, ctx.record = node, record
     ctx.field = ctx.component = ctx.subcomponent = ctx.repetition = None
     for path, value, location, reason in resource_map.defaults:
+        if path.single in resource:
+            continue
         if assign(resource, path, _copy(value), fallback=True):
             where = _location(location, node)
-            record.notes.append((where, "defaulted", f"{resource['resourceType']}.{path.text}",
-                                 value, reason))
-    for function, params in resource_map.finalize:
-        function(resource, ctx, params)
-    for key in [k for k in resource if k.startswith("_")]:
-        del resource[key]
+            record.notes.append(
+                (where, "defaulted", f"{resource['resourceType']}.{path.text}", value, reason)
+            )
+    if resource_map.finalize:
+        for function, params in resource_map.finalize:
+            function(resource, ctx, params)
+        for key in [k for k in resource if k.startswith("_")]:
+            del resource[key]
     identity = instance.spec.identity
     found = _first_identifier(resource, identity.prefer)
     if found is None and identity.within is not None:
-        found = _derive(ctx, instance, identity, instances)
-    instance.display = display_of(resource)
+        found = _derive(ctx, instance, identity, scope)
     if found is None:
+        instance.display = display_of(resource)
         if identity.otherwise == "display" and instance.display:
             return
         where = _location(identity.location or f"{node.name}-1", node)
         raise MissingRequiredField(identity.reason, where)
     instance.identity = found
     added = builder.add(resource, found, update=instance.spec.request == "update")
+    instance.entry = added
     instance.full_url = added["fullUrl"]
     if added["resource"] is not resource:
         instance.resource = added["resource"]
@@ -391,8 +457,7 @@ def _location(text: str, node: SegmentNode) -> Location:
 
 
 def _first_identifier(resource: JSON, prefer: tuple[str, ...]) -> tuple[str, str] | None:
-    candidates = [i for i in resource.get("identifier") or []
-                  if i.get("system") and i.get("value")]
+    candidates = [i for i in resource.get("identifier") or [] if i.get("system") and i.get("value")]
     for wanted in prefer:
         for identifier in candidates:
             codings = (identifier.get("type") or {}).get("coding") or []
@@ -403,35 +468,45 @@ def _first_identifier(resource: JSON, prefer: tuple[str, ...]) -> tuple[str, str
     return None
 
 
-def _derive(ctx: Context, instance: _Instance, identity: Identity,
-            instances: list[_Instance]) -> tuple[str, str] | None:
+def _derive(
+    ctx: Context, instance: _Instance, identity: Identity, scope: _Scope
+) -> tuple[str, str] | None:
     """An identifier within the parent's: `<parent value>-<label>-<key>` in its system."""
     assert identity.within is not None
-    parents = _nearest([i for i in instances if i.spec.name == identity.within],
-                       instance.node.group)
+    parents = scope.nearest(identity.within, instance.node.group)
     if not parents or parents[0].identity is None:
         return None
     system, value = parents[0].identity
     node = instance.node
-    key = node.segment.value(identity.key) if identity.key else ""
+    key = first_value(ctx, node, identity.key) if identity.key else ""
     if not key:
-        siblings = [i for i in instances if i.spec is instance.spec
-                    and _nearest([parents[0]], i.node.group)]
+        parent = parents[0]
+        siblings = [
+            i
+            for i in scope.by_spec[instance.spec.name]
+            if scope.nearest(identity.within, i.node.group)[:1] == [parent]
+        ]
         key = str(siblings.index(instance) + 1)
         if identity.key:
             ctx.field = identity.key
-            ctx.note_default(key, f"{node.name}-{identity.key} is empty; the identifier uses "
-                             "the segment's position instead",
-                             f"{instance.resource['resourceType']}.identifier")
+            ctx.note_default(
+                key,
+                f"{node.name}-{identity.key} is empty; the identifier uses "
+                "the segment's position instead",
+                f"{instance.resource['resourceType']}.identifier",
+            )
             ctx.field = None
-    derived = {"system": system, "value": f"{value}-{identity.label}{key}"}
+    derived = {
+        "system": ctx.terminology.authorities.derived_system(system),
+        "value": f"{value}-{identity.label}{key}",
+    }
     instance.resource.setdefault("identifier", []).append(derived)
-    return system, derived["value"]
+    return derived["system"], derived["value"]
 
 
-def _wire(instance: _Instance, instances: list[_Instance]) -> None:
+def _wire(instance: _Instance, scope: _Scope) -> None:
     for ref in instance.spec.refs:
-        targets = _nearest([i for i in instances if i.spec.name == ref.to], instance.node.group)
+        targets = scope.nearest(ref.to, instance.node.group)
         if not ref.all:
             targets = targets[:1]
         for target in targets:

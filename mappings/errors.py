@@ -57,8 +57,12 @@ class Location:
     def erl(self) -> tuple[str, ...]:
         """ERR-2 components: segment id, sequence, field, repetition, component, subcomponent."""
         parts = [self.segment, str(self.sequence)]
-        for value in (self.field, self.repetition or (1 if self.field else None),
-                      self.component, self.subcomponent):
+        for value in (
+            self.field,
+            self.repetition or (1 if self.field else None),
+            self.component,
+            self.subcomponent,
+        ):
             if value is None:
                 break
             parts.append(str(value))

@@ -27,9 +27,7 @@ JSON = dict[str, Any]
 Params = Mapping[str, Any]
 UCUM = "http://unitsofmeasure.org"
 
-_DTM = re.compile(
-    r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d{1,4})?([+-]\d{4})?$"
-)
+_DTM = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d{1,4})?([+-]\d{4})?$")
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)$")
 _RANGE = re.compile(
     r"^\s*(?P<low>[+-]?\d+(?:\.\d+)?)\s*(?:-|–|to)\s*(?P<high>[+-]?\d+(?:\.\d+)?)\s*$"
@@ -109,13 +107,12 @@ def _convert_datetime(text: str, default_offset: str) -> tuple[str | None, str |
     year, month, day, hour, minute, second, fraction, offset = match.groups()
     try:
         dt.date(int(year), int(month or 1), int(day or 1))
-        if hour is not None and (int(hour) > 23 or int(minute or 0) > 59
-                                 or int(second or 0) > 59):
+        if hour is not None and (int(hour) > 23 or int(minute or 0) > 59 or int(second or 0) > 59):
             raise ValueError(text)
     except ValueError:
         return None, None, "not a valid calendar date or time"
-    date = year if month is None else f"{year}-{month}" if day is None else (
-        f"{year}-{month}-{day}"
+    date = (
+        year if month is None else f"{year}-{month}" if day is None else (f"{year}-{month}-{day}")
     )
     if hour is None:
         return date, None, ""
@@ -185,13 +182,17 @@ def identifier_system(value: Any, ctx: Context, params: Params) -> str | None:
     system, known = authorities.system(namespace, universal, kind, identifier_type)
     if system is not None:
         if not known:
-            ctx.note_default(system, "assigning authority not in assigning_authorities.yaml; "
-                             "derived the system from its namespace id")
+            ctx.note_default(
+                system,
+                "assigning authority not in assigning_authorities.yaml; "
+                "derived the system from its namespace id",
+            )
         return system
     facility = ctx.facility
     system = authorities.unknown_template.format(authority=_slug(facility or "unknown"))
-    ctx.note_default(system, "no assigning authority; derived the system from the sending "
-                     "facility (MSH-4)")
+    ctx.note_default(
+        system, "no assigning authority; derived the system from the sending facility (MSH-4)"
+    )
     return system
 
 
@@ -220,20 +221,30 @@ def coding_system(value: Any, ctx: Context, params: Params) -> str | None:
     name = str(value or "")
     systems = ctx.terminology.coding_systems
     if name and not systems.is_local(name):
-        found = systems.system(name)
-        if found:
-            return found
+        standard = systems.system(name)
+        if standard:
+            return standard
         ctx.note_not_mapped("coding system name not in coding_systems.yaml; kept as local")
     key = ("local", ctx.local_kind)
-    found = ctx.cache.get(key)
-    if found is None:
-        found = ctx.cache[key] = ctx.terminology.senders.local_system(ctx.facility,
-                                                                      ctx.local_kind)
-    return found  # type: ignore[no-any-return]
+    local: str | None = ctx.cache.get(key)
+    if local is None:
+        local = ctx.cache[key] = ctx.terminology.senders.local_system(
+            ctx.facility, ctx.local_kind, ctx.application
+        )
+    return local
 
 
 def codeable_concept(value: Any, ctx: Context, params: Params) -> Any:
     """Tidy a CodeableConcept and translate its codings by the ConceptMaps."""
+    index = ctx.terminology.concept_maps.index
+    codings = value.get("coding")
+    if codings is not None and len(codings) == 1:  # the common case: one code
+        coding = codings[0]
+        code = coding.get("code")
+        if code:
+            for target in index.get((coding.get("system", ""), code), ()):
+                codings.append(dict(target))
+            return value
     codings = [c for c in value.get("coding", []) if c]
     kept = []
     for coding in codings:
@@ -338,11 +349,19 @@ def structured_numeric(value: Any, ctx: Context, params: Params) -> JSON | None:
         ctx.note_not_mapped("SN without a first number")
         return None
     if separator in ("-", "+") and second and _NUMBER.match(second) and not comparator:
-        return {"valueRange": {"low": {"value": _decimal(first), **units},
-                               "high": {"value": _decimal(second), **units}}}
+        return {
+            "valueRange": {
+                "low": {"value": _decimal(first), **units},
+                "high": {"value": _decimal(second), **units},
+            }
+        }
     if separator in (":", "/") and second and _NUMBER.match(second):
-        return {"valueRatio": {"numerator": {"value": _decimal(first)},
-                               "denominator": {"value": _decimal(second)}}}
+        return {
+            "valueRatio": {
+                "numerator": {"value": _decimal(first)},
+                "denominator": {"value": _decimal(second)},
+            }
+        }
     result: JSON = {"value": _decimal(first), **units}
     if comparator in _COMPARATORS:
         result["comparator"] = _COMPARATORS[comparator]
@@ -361,10 +380,9 @@ def reference_range(value: Any, ctx: Context, params: Params) -> JSON | None:
     return _copy(cached) if cached is not None else None
 
 
-def _copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _copy(item) for key, item in value.items()}
-    return value
+def _copy(value: JSON) -> JSON:
+    """A reference range read from the cache: two levels of dicts."""
+    return {key: dict(item) if isinstance(item, dict) else item for key, item in value.items()}
 
 
 def _reference_range(parts: list[str], ctx: Context, params: Params) -> JSON | None:
@@ -379,8 +397,10 @@ def _reference_range(parts: list[str], ctx: Context, params: Params) -> JSON | N
         ctx.record = saved
     match = _RANGE.match(text)
     if match:
-        return {"low": {"value": _decimal(match["low"]), **units},
-                "high": {"value": _decimal(match["high"]), **units}}
+        return {
+            "low": {"value": _decimal(match["low"]), **units},
+            "high": {"value": _decimal(match["high"]), **units},
+        }
     bound = _BOUND.match(text)
     if bound:
         side = "high" if bound["op"].startswith("<") else "low"

@@ -29,10 +29,15 @@ from typing import Any, cast
 import yaml
 
 from hub import codes
+from mappings.compiler import compile_datatype
+from mappings.context import note_parts, value_of, value_pipeline
 from mappings.errors import MappingTableError
 from mappings.functions import FUNCTIONS, PRIMITIVES
 from mappings.structure import parse_structure
 from mappings.tables import (
+    KIND_DATATYPE,
+    KIND_PRIMITIVE,
+    KIND_TEXT,
     REPEAT_EACH,
     REPEAT_JOIN,
     REPEAT_NONE,
@@ -41,7 +46,6 @@ from mappings.tables import (
     Function,
     Identity,
     MessageMap,
-    Path as TargetPath,
     Primitive,
     RefSpec,
     ResourceMap,
@@ -49,6 +53,10 @@ from mappings.tables import (
     RuleSet,
     Spec,
     Tables,
+    assign,
+)
+from mappings.tables import (
+    Path as TargetPath,
 )
 from mappings.terminology import (
     Authorities,
@@ -66,13 +74,45 @@ MAPPINGS_DIR = Path(__file__).resolve().parent
 PROFILES_DIR = MAPPINGS_DIR.parent / "fhir_profiles"
 _CONSTANT = re.compile(r"\$\{codes\.([A-Z_]+)\}")
 _RULE_KEYS = {
-    "path", "type", "component", "table", "as", "function", "params", "repeat", "join",
-    "required", "fallback", "always", "compose", "set", "wrap", "reference", "ignore", "used",
-    "switch", "cases", "default", "otherwise", "report",
+    "path",
+    "type",
+    "component",
+    "table",
+    "as",
+    "function",
+    "params",
+    "repeat",
+    "join",
+    "required",
+    "fallback",
+    "always",
+    "compose",
+    "set",
+    "wrap",
+    "reference",
+    "ignore",
+    "used",
+    "switch",
+    "cases",
+    "default",
+    "otherwise",
+    "report",
 }
 _SPEC_KEYS = {
-    "name", "resource", "segment", "group", "rules", "also", "when", "unless", "required",
-    "into", "request", "identity", "refs", "set",
+    "name",
+    "resource",
+    "segment",
+    "group",
+    "rules",
+    "also",
+    "when",
+    "unless",
+    "required",
+    "into",
+    "request",
+    "identity",
+    "refs",
+    "set",
 }
 JSON = dict[str, Any]
 
@@ -105,6 +145,11 @@ def load_tables(overrides: Sequence[Path] = (), profiles: Path = PROFILES_DIR) -
     }
     for rule, where in pending:
         _link(rule, datatypes, where)
+    helpers = {"value_of": value_of, "assign": assign, "note_parts": note_parts}
+    helpers["value_of"] = value_pipeline  # the same function, without the wrapper call
+    for datatype in datatypes.values():
+        if isinstance(datatype, Datatype) and datatype.read is None:
+            datatype.read = compile_datatype(datatype, helpers)
     message_documents = _under(documents, "hl7v2/messages/")
     segments = documents.get("hl7v2/segments", {})
     messages = {
@@ -112,15 +157,26 @@ def load_tables(overrides: Sequence[Path] = (), profiles: Path = PROFILES_DIR) -
         for name in message_documents
     }
     namespace = uuid.uuid5(uuid.NAMESPACE_URL, f"{codes.CANONICAL_BASE}/hl7v2")
-    return Tables(messages, datatypes, resources, terminology,
-                  dict(segments.get("segments", {})), namespace)
+    return Tables(
+        messages, datatypes, resources, terminology, dict(segments.get("segments", {})), namespace
+    )
 
 
 # -- reading -------------------------------------------------------------------------------
+_TABLE_FILES = (
+    "hl7v2/messages/*.yaml",
+    "hl7v2/resources/*.yaml",
+    "hl7v2/datatypes/*.yaml",
+    "hl7v2/segments.yaml",
+    "terminology/*.yaml",
+    "terminology/tables/*.yaml",
+)
+
+
 def _read_tree(root: Path, overrides: Sequence[Path]) -> dict[str, JSON]:
     documents: dict[str, JSON] = {}
     for base in (root, *overrides):
-        for path in sorted(base.rglob("*.yaml")):
+        for path in sorted(p for pattern in _TABLE_FILES for p in base.glob(pattern)):
             key = path.relative_to(base).with_suffix("").as_posix()
             try:
                 loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -154,7 +210,7 @@ def _deep_merge(base: JSON, override: JSON) -> JSON:
 
 
 def _under(documents: dict[str, JSON], prefix: str) -> dict[str, JSON]:
-    return {key[len(prefix):]: doc for key, doc in documents.items() if key.startswith(prefix)}
+    return {key[len(prefix) :]: doc for key, doc in documents.items() if key.startswith(prefix)}
 
 
 # -- terminology ---------------------------------------------------------------------------
@@ -198,36 +254,61 @@ def _terminology(documents: dict[str, JSON], profiles: Path) -> Terminology:
             {str(k).upper(): str(v) for k, v in (systems.get("systems") or {}).items()}
         ),
         authorities=Authorities(
-            namespaces={str(k).upper(): str(v)
-                        for k, v in (authorities.get("namespaces") or {}).items()},
-            universal_ids={str(k): str(v)
-                           for k, v in (authorities.get("universal_ids") or {}).items()},
-            identifier_types={str(k).upper(): str(v)
-                              for k, v in (authorities.get("identifier_types") or {}).items()},
+            namespaces={
+                str(k).upper(): str(v) for k, v in (authorities.get("namespaces") or {}).items()
+            },
+            universal_ids={
+                str(k): str(v) for k, v in (authorities.get("universal_ids") or {}).items()
+            },
+            identifier_types={
+                str(k).upper(): str(v)
+                for k, v in (authorities.get("identifier_types") or {}).items()
+            },
             unknown_template=str(authorities["unknown"]),
+            derived_template=str(authorities["derived"]),
         ),
         senders=Senders(
             default_offset=str(senders.get("default_utc_offset", "+00:00")),
             local_template=str(senders["local_code_system"]),
-            offsets={str(k).upper(): str(v["utc_offset"])
-                     for k, v in facilities.items() if v.get("utc_offset")},
-            local_systems={(str(k).upper(), str(kind)): str(uri)
-                           for k, v in facilities.items()
-                           for kind, uri in (v.get("local_code_systems") or {}).items()},
+            offsets={
+                str(k).upper(): str(v["utc_offset"])
+                for k, v in facilities.items()
+                if v.get("utc_offset")
+            },
+            local_systems=_local_systems(facilities),
         ),
         units=Units(
             aliases={str(k): str(v) for k, v in (units.get("aliases") or {}).items()},
             ucum=frozenset(str(u) for u in units.get("ucum") or []),
         ),
-        mime_types={str(k).upper(): str(v)
-                    for k, v in (documents.get("terminology/mime_types", {}).get("types")
-                                 or {}).items()},
+        mime_types={
+            str(k).upper(): str(v)
+            for k, v in (documents.get("terminology/mime_types", {}).get("types") or {}).items()
+        },
     )
 
 
+def _local_systems(facilities: JSON) -> dict[tuple[str, str], str]:
+    systems: dict[tuple[str, str], str] = {}
+    for facility, entry in facilities.items():
+        name = str(facility).upper()
+        for kind, uri in (entry.get("local_code_systems") or {}).items():
+            systems[(name, str(kind))] = str(uri)
+        for application, app_entry in (entry.get("applications") or {}).items():
+            for kind, uri in (app_entry.get("local_code_systems") or {}).items():
+                systems[(f"{str(application).upper()}@{name}", str(kind))] = str(uri)
+    return systems
+
+
 # -- rules ---------------------------------------------------------------------------------
-def _rule(number: int, source: str, spec: Any, terminology: Terminology,
-          pending: list[tuple[Rule, str]], report_prefix: str) -> Rule:
+def _rule(
+    number: int,
+    source: str,
+    spec: Any,
+    terminology: Terminology,
+    pending: list[tuple[Rule, str]],
+    report_prefix: str,
+) -> Rule:
     if not isinstance(spec, dict):
         raise MappingTableError(f"{source}: a rule is a mapping, not {type(spec).__name__}")
     unknown = set(spec) - _RULE_KEYS
@@ -272,21 +353,25 @@ def _rule(number: int, source: str, spec: Any, terminology: Terminology,
     if "switch" in spec:
         rule.switch = int(spec["switch"])
         rule.cases = {
-            str(code).upper(): _rule(number, f"{source}[{code}]", case, terminology, pending,
-                                     report_prefix)
+            str(code).upper(): _rule(
+                number, f"{source}[{code}]", case, terminology, pending, report_prefix
+            )
             for code, case in (spec.get("cases") or {}).items()
         }
         if "default" in spec:
-            rule.default = _rule(number, f"{source}[default]", spec["default"], terminology,
-                                 pending, report_prefix)
+            rule.default = _rule(
+                number, f"{source}[default]", spec["default"], terminology, pending, report_prefix
+            )
     if "otherwise" in spec:
-        rule.otherwise = _rule(number, f"{source}[otherwise]", spec["otherwise"], terminology,
-                               pending, report_prefix)
+        rule.otherwise = _rule(
+            number, f"{source}[otherwise]", spec["otherwise"], terminology, pending, report_prefix
+        )
     if rule.path is None and rule.switch is None and not (rule.ignore or rule.used):
         raise MappingTableError(f"{source}: a rule needs a path, a switch, ignore or used")
     if rule.type_name:
         pending.append((rule, source))
     rule.quick = rule.switch is None and not rule.always and not rule.required
+    rule.simple = not rule.repeat and not rule.compose and rule.reference is None
     rule.local = rule.params.get("local")
     return rule
 
@@ -304,9 +389,20 @@ def _link(rule: Rule, datatypes: Mapping[str, Datatype | Primitive], where: str)
     if found is None:
         raise MappingTableError(f"{where}: no datatype {rule.type_name}")
     rule.type = found
-    bare = (rule.component is None and rule.table is None and rule.function is None
-            and rule.set is None and rule.wrap is None and rule.reference is None
-            and rule.local is None and not rule.always)
+    if isinstance(found, Datatype):
+        rule.kind_code = KIND_DATATYPE
+    else:
+        rule.kind_code = KIND_TEXT if found.text else KIND_PRIMITIVE
+    bare = (
+        rule.component is None
+        and rule.table is None
+        and rule.function is None
+        and rule.set is None
+        and rule.wrap is None
+        and rule.reference is None
+        and rule.local is None
+        and not rule.always
+    )
     if isinstance(found, Primitive) and found.text and bare:
         rule.direct = found.function  # text types read the whole value: no splitting
 
@@ -331,14 +427,16 @@ def _finalizers(entries: Any, where: str) -> list[tuple[Function, Mapping[str, A
         if isinstance(entry, str):
             result.append((_function(entry, where), {}))
         else:
-            result.append((_function(str(entry["function"]), where),
-                           dict(entry.get("params") or {})))
+            result.append(
+                (_function(str(entry["function"]), where), dict(entry.get("params") or {}))
+            )
     return result
 
 
 # -- datatypes, resources, messages ------------------------------------------------------
-def _datatype(name: str, document: JSON, terminology: Terminology,
-              pending: list[tuple[Rule, str]]) -> Datatype:
+def _datatype(
+    name: str, document: JSON, terminology: Terminology, pending: list[tuple[Rule, str]]
+) -> Datatype:
     rules, ignored, known = [], {}, set()
     for number, spec in _numbered(document.get("components") or {}, f"{name}.yaml"):
         rule = _rule(number, f"{name}.{number}", spec, terminology, pending, "")
@@ -361,8 +459,9 @@ def _datatype(name: str, document: JSON, terminology: Terminology,
     return datatype
 
 
-def _resource(name: str, document: JSON, terminology: Terminology,
-              pending: list[tuple[Rule, str]]) -> ResourceMap:
+def _resource(
+    name: str, document: JSON, terminology: Terminology, pending: list[tuple[Rule, str]]
+) -> ResourceMap:
     resource_type = str(document.get("resource", name))
     table = f"resources/{name}.yaml"
     rule_sets = {}
@@ -391,8 +490,14 @@ def _resource(name: str, document: JSON, terminology: Terminology,
         )
     defaults = []
     for entry in document.get("defaults") or []:
-        defaults.append((TargetPath.parse(str(entry["path"])), entry["value"],
-                         str(entry["location"]), str(entry["reason"])))
+        defaults.append(
+            (
+                TargetPath.parse(str(entry["path"])),
+                entry["value"],
+                str(entry["location"]),
+                str(entry["reason"]),
+            )
+        )
     return ResourceMap(
         resource_type=resource_type,
         table=table,
@@ -437,8 +542,12 @@ def _condition(spec: JSON | None, negate: bool, where: str) -> Condition | None:
     values = spec.get("in")
     if values is None:
         raise MappingTableError(f"{where}: a condition needs `in`")
-    return Condition(int(spec["field"]), int(spec.get("component", 1)),
-                     frozenset(str(v).upper() for v in values), negate)
+    return Condition(
+        int(spec["field"]),
+        int(spec.get("component", 1)),
+        frozenset(str(v).upper() for v in values),
+        negate,
+    )
 
 
 def _message(name: str, document: JSON, resources: dict[str, ResourceMap]) -> MessageMap:
@@ -483,8 +592,13 @@ def _message(name: str, document: JSON, resources: dict[str, ResourceMap]) -> Me
         for path in entry.get("also") or []:
             steps = []
             for step in str(path).split("/"):
-                steps.append(("up", "") if step == ".." else
-                             ("segment", step) if len(step) == 3 else ("group", step))
+                steps.append(
+                    ("up", "")
+                    if step == ".."
+                    else ("segment", step)
+                    if len(step) == 3
+                    else ("group", step)
+                )
             also.append(tuple(steps))
         identity = _identity(entry.get("identity") or {}, resource.identity, where)
         if identity.within and identity.within not in names:
@@ -492,28 +606,37 @@ def _message(name: str, document: JSON, resources: dict[str, ResourceMap]) -> Me
         refs = []
         for path, ref in (entry.get("refs") or {}).items():
             ref = {"to": ref} if isinstance(ref, str) else ref
-            refs.append(RefSpec(TargetPath.parse(str(path).rstrip("*")), str(ref["to"]),
-                                all=str(path).endswith("[]"), template=ref.get("as")))
+            refs.append(
+                RefSpec(
+                    TargetPath.parse(str(path).rstrip("*")),
+                    str(ref["to"]),
+                    all=str(path).endswith("[]"),
+                    template=ref.get("as"),
+                )
+            )
         condition = _condition(entry.get("when"), False, where) or _condition(
-            entry.get("unless"), True, where)
+            entry.get("unless"), True, where
+        )
         request = entry.get("request", "create")
         if request not in ("create", "update"):
             raise MappingTableError(f"{where}: request must be create or update")
-        specs.append(Spec(
-            name=spec_name,
-            resource=resource,
-            segment=segment,
-            group=entry.get("group"),
-            rules=rules,
-            also=tuple(also),
-            when=condition,
-            required=bool(entry.get("required", False)),
-            into=into,
-            request=request,
-            identity=identity,
-            refs=tuple(refs),
-            constants=dict(entry.get("set") or {}),
-        ))
+        specs.append(
+            Spec(
+                name=spec_name,
+                resource=resource,
+                segment=segment,
+                group=entry.get("group"),
+                rules=rules,
+                also=tuple(also),
+                when=condition,
+                required=bool(entry.get("required", False)),
+                into=into,
+                request=request,
+                identity=identity,
+                refs=tuple(refs),
+                constants=dict(entry.get("set") or {}),
+            )
+        )
         names.add(spec_name)
     for spec in specs:
         for ref in spec.refs:

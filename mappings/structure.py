@@ -113,8 +113,9 @@ class SegmentNode:
 
     __slots__ = ("segment", "name", "index", "sequence", "group", "expected")
 
-    def __init__(self, segment: Segment, index: int, sequence: int, group: GroupNode,
-                 expected: bool) -> None:
+    def __init__(
+        self, segment: Segment, index: int, sequence: int, group: GroupNode, expected: bool
+    ) -> None:
         self.segment = segment
         self.name = segment.name
         self.index = index
@@ -126,9 +127,16 @@ class SegmentNode:
         return self.group.path()
 
 
-def _match_group(structure: Structure, definition: GroupDef, node: GroupNode,
-                 segments: list[Segment], position: int, nodes: list[SegmentNode],
-                 sequences: dict[str, int], is_root: bool) -> int:
+def _match_group(
+    structure: Structure,
+    definition: GroupDef,
+    node: GroupNode,
+    segments: list[Segment],
+    position: int,
+    nodes: list[SegmentNode],
+    sequences: dict[str, int],
+    is_root: bool,
+) -> int:
     children = definition.children
     starts = definition.starts
     current = 0
@@ -155,16 +163,30 @@ def _match_group(structure: Structure, definition: GroupDef, node: GroupNode,
         used[found] = True
         child = children[found]
         if child.group is not None:
-            position = _match_group(structure, child.group, node.new_group(child.name),
-                                    segments, position, nodes, sequences, False)
+            position = _match_group(
+                structure,
+                child.group,
+                node.new_group(child.name),
+                segments,
+                position,
+                nodes,
+                sequences,
+                False,
+            )
         else:
             _add(node, segment, position, nodes, sequences, expected=True)
             position += 1
     return position
 
 
-def _add(node: GroupNode, segment: Segment, position: int, nodes: list[SegmentNode],
-         sequences: dict[str, int], expected: bool) -> None:
+def _add(
+    node: GroupNode,
+    segment: Segment,
+    position: int,
+    nodes: list[SegmentNode],
+    sequences: dict[str, int],
+    expected: bool,
+) -> None:
     sequence = sequences.get(segment.name, 0) + 1
     sequences[segment.name] = sequence
     segment_node = SegmentNode(segment, position, sequence, node, expected)

@@ -14,7 +14,7 @@ from mappings.structure import Structure
 from mappings.terminology import CodeTable, Terminology
 
 if TYPE_CHECKING:
-    from mappings.engine import Context
+    from mappings.context import Context
 
 __all__ = [
     "APPEND",
@@ -39,6 +39,7 @@ Function = Callable[[Any, "Context", Mapping[str, Any]], Any]
 PrimitiveFunction = Callable[[str, "Context"], Any]
 APPEND = -1
 REPEAT_NONE, REPEAT_EACH, REPEAT_JOIN = 0, 1, 2
+KIND_NONE, KIND_TEXT, KIND_PRIMITIVE, KIND_DATATYPE = 0, 1, 2, 3  # what a rule reads
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,8 @@ class Path:
     steps: tuple[tuple[str, int | None], ...]
     merge: bool
     single: str | None = None  # a plain `key`: set at once
+    # `list[n].key` (the common shape of datatype components: coding[0].code): its parts
+    indexed: tuple[str, int, str] | None = None
 
     @classmethod
     def parse(cls, text: str) -> Path:
@@ -66,7 +69,11 @@ class Path:
         if any(index == APPEND for _, index in steps[:-1]):
             raise ValueError(f"'{text}': only the last step may append ([])")
         single = steps[0][0] if len(steps) == 1 and steps[0][1] is None else None
-        return cls(text, tuple(steps), False, single)
+        indexed = None
+        if len(steps) == 2 and (steps[0][1] or 0) >= 0 and steps[0][1] is not None:
+            if steps[1][1] is None:
+                indexed = (steps[0][0], steps[0][1], steps[1][0])
+        return cls(text, tuple(steps), False, single, indexed)
 
 
 def present(target: JSON, path: Path) -> bool:
@@ -90,13 +97,25 @@ def present(target: JSON, path: Path) -> bool:
     return True
 
 
-def assign(target: JSON, path: Path, value: Any, fallback: bool = False,
-           join: str | None = None) -> bool:
+def assign(
+    target: JSON, path: Path, value: Any, fallback: bool = False, join: str | None = None
+) -> bool:
     """Put `value` at `path` in `target`; False if nothing was written."""
-    key = path.single
-    if key is not None and not fallback and join is None:
-        target[key] = value
-        return True
+    if not fallback and join is None:
+        key = path.single
+        if key is not None:
+            target[key] = value
+            return True
+        indexed = path.indexed
+        if indexed is not None:
+            name, position, key = indexed
+            items = target.get(name)
+            if items is None:
+                items = target[name] = []
+            while len(items) <= position:
+                items.append({})
+            items[position][key] = value
+            return True
     if path.merge:
         if not isinstance(value, dict):
             return False
@@ -216,6 +235,8 @@ class Rule:
     quick: bool = False  # skippable at once when its field is empty
     local: str | None = None  # the kind of local codes it reads (params.local)
     direct: PrimitiveFunction | None = None  # a bare primitive read: no table, function ...
+    kind_code: int = 0  # KIND_*: how its type reads a value
+    simple: bool = False  # one repetition, no composed fields, not remembered per message
 
 
 @dataclass(slots=True, eq=False)
@@ -234,12 +255,16 @@ class Datatype:
     # beyond the last part (filled in by `prepare`)
     limits: list[int] = field(default_factory=list)
     late: list[list[Rule]] = field(default_factory=list)
+    first_noted: int = 1  # the first part that, when present, is reported as not mapped
+    # the compiled reader (mappings/compiler.py); (ctx, parts, rest, fields) → value
+    read: Callable[..., Any] | None = None
 
     def prepare(self) -> None:
+        unknown = next(n for n in range(1, 1000) if n not in self.known)
+        self.first_noted = min([unknown, *self.ignored])
         top = max((rule.number for rule in self.rules), default=0)
         self.limits = [sum(1 for r in self.rules if r.number <= n) for n in range(top + 1)]
-        self.late = [[r for r in self.rules if r.number > n and r.always]
-                     for n in range(top + 1)]
+        self.late = [[r for r in self.rules if r.number > n and r.always] for n in range(top + 1)]
 
     def plan(self, count: int) -> tuple[list[Rule], list[Rule]]:
         if count >= len(self.limits):

@@ -78,8 +78,12 @@ class ConceptMaps:
                 for element in group.get("element", []):
                     codings = []
                     for mapped in element.get("target", []):
-                        if mapped.get("equivalence") not in ("equivalent", "equal", "wider",
-                                                             "subsumes"):
+                        if mapped.get("equivalence") not in (
+                            "equivalent",
+                            "equal",
+                            "wider",
+                            "subsumes",
+                        ):
                             continue
                         coding = {"system": target, "code": mapped["code"]}
                         if mapped.get("display"):
@@ -92,7 +96,8 @@ class ConceptMaps:
 
 @dataclass(frozen=True, slots=True)
 class Senders:
-    """Per sending facility (MSH-4.1): its UTC offset and what its local codes mean."""
+    """Per sending facility (MSH-4.1): its UTC offset and what its local codes mean, for
+    the whole facility or per sending application (MSH-3.1), keyed `APP@FACILITY`."""
 
     default_offset: str
     local_template: str
@@ -107,8 +112,13 @@ class Senders:
         prefix = self.local_template.split("{", 1)[0]
         return system.startswith(prefix) or system in self.local_systems.values()
 
-    def local_system(self, facility: str, kind: str) -> str:
-        found = self.local_systems.get((facility.upper(), kind))
+    def local_system(self, facility: str, kind: str, application: str = "") -> str:
+        """The code system of a sender's local codes of one kind: the application's own
+        (MSH-3) if listed, else the facility's, else one minted from the template."""
+        upper = facility.upper()
+        found = self.local_systems.get((f"{application.upper()}@{upper}", kind))
+        if found is None:
+            found = self.local_systems.get((upper, kind))
         if found:
             return found
         return self.local_template.format(facility=slug(facility or "unknown"), kind=kind)
@@ -143,9 +153,16 @@ class Authorities:
     universal_ids: dict[str, str]
     identifier_types: dict[str, str]
     unknown_template: str
+    derived_template: str
 
-    def system(self, namespace: str, universal_id: str, universal_type: str,
-               identifier_type: str) -> tuple[str | None, bool]:
+    def derived_system(self, parent_system: str) -> str:
+        """The hub-minted system of identifiers derived from a parent's (an OBX within its
+        filler number, an NK1 within the patient's MRN)."""
+        return self.derived_template.format(parent=slug(parent_system.split("://", 1)[-1]))
+
+    def system(
+        self, namespace: str, universal_id: str, universal_type: str, identifier_type: str
+    ) -> tuple[str | None, bool]:
         """(system, known): known is False when the system had to be derived."""
         upper_ns = namespace.upper()
         if upper_ns:

@@ -21,7 +21,7 @@ from hub.storage.tables import JobRow
 
 BASE_DELAY_SECONDS = 2.0
 MAX_DELAY_SECONDS = 600.0
-LEASE_SECONDS = 300
+LEASE_SECONDS = 120
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,14 @@ def enqueue_values(
     }
 
 
-def claim_next(session: Session, kinds: set[str] | None = None) -> Job | None:
-    """Take the oldest due job (or one whose lease ran out); commits the claim."""
+def claim_next(
+    session: Session, kinds: set[str] | None = None, lease_seconds: float = LEASE_SECONDS
+) -> Job | None:
+    """Take the oldest due job (or one whose lease ran out); commits the claim.
+
+    The lease outlives any run of a job; if the worker dies, the job is claimed again when
+    it runs out.
+    """
     now = utc_now()
     due = (
         select(JobRow.job_id)
@@ -93,7 +99,7 @@ def claim_next(session: Session, kinds: set[str] | None = None) -> Job | None:
             .values(
                 status="running",
                 attempts=JobRow.attempts + 1,
-                lease_until=now + timedelta(seconds=LEASE_SECONDS),
+                lease_until=now + timedelta(seconds=lease_seconds),
                 updated_at=now,
             )
         )

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub.jobs.outbox import Job, claim_next, mark_failed
+from hub.jobs.outbox import LEASE_SECONDS, Job, claim_next, mark_failed
 
 log = logging.getLogger("hub.jobs")
 
@@ -37,10 +37,12 @@ class JobWorker:
         handlers: dict[str, JobHandler],
         *,
         poll_seconds: float = 0.5,
+        lease_seconds: float = LEASE_SECONDS,
     ) -> None:
         self.sessions = sessions
         self.handlers = handlers
         self.poll_seconds = poll_seconds
+        self.lease_seconds = lease_seconds
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -52,7 +54,7 @@ class JobWorker:
     def run_once(self) -> bool:
         """Run one due job if there is one; True if one ran."""
         with self.sessions() as session:
-            job = claim_next(session, set(self.handlers))
+            job = claim_next(session, set(self.handlers), self.lease_seconds)
             if job is None:
                 return False
             try:

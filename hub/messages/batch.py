@@ -39,8 +39,16 @@ def process_batch(intake: Hl7Intake, raw: bytes, *, channel: str, peer: str = ""
         "batchId": batch_id,
         "controlId": report.control_id,
         "declaredCount": sum(s.declared_count or 0 for s in batch.sections) or None,
-        "messages": [{"index": e.index, "controlId": e.control_id, "type": e.message_type,
-                      "outcome": e.outcome, "detail": e.detail} for e in report.entries],
+        "messages": [
+            {
+                "index": e.index,
+                "controlId": e.control_id,
+                "type": e.message_type,
+                "outcome": e.outcome,
+                "detail": e.detail,
+            }
+            for e in report.entries
+        ],
         "problems": [
             {
                 "code": str(p.code.value),

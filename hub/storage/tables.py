@@ -78,7 +78,8 @@ class SearchIndexRow(Base):
 
     __table_args__ = (
         Index("ix_fhir_search_index_owner", "res_type", "res_id"),
-        Index("ix_fhir_search_index_value", "res_type", "param", "value"),
+        # value first: an equality lookup (identifier, code) must not scan a whole type.
+        Index("ix_fhir_search_index_lookup", "value", "res_type", "param"),
         Index("ix_fhir_search_index_target", "param", "system", "value"),
         Index("ix_fhir_search_index_date", "res_type", "param", "low", "high"),
     )

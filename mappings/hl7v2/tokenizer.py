@@ -58,6 +58,13 @@ class Segment:
         return self._fields[number] if 0 < number < len(self._fields) else ""
 
     @property
+    def raw_fields(self) -> list[str] | None:
+        """The raw (escaped) fields, index n holding SEG-n (index 0 the segment name), for
+        callers reading many fields in a row; None for MSH, whose numbering is shifted by
+        MSH-1 (read it with `field`). Do not modify the list."""
+        return None if self.name == "MSH" else self._fields
+
+    @property
     def field_count(self) -> int:
         return len(self._fields) - 1 + (1 if self.name == "MSH" else 0)
 
