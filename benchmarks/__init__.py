@@ -1,0 +1,1 @@
+"""Benchmarks: run by `bash scripts/bench.sh`, never by the test suite."""

@@ -1,0 +1,140 @@
+"""HL7 v2 throughput on this machine, in one run: a Markdown table and a JSON file.
+
+(a) MLLP send → persisted → ACK over loopback, 1 and 4 concurrent senders, against a
+    `hub serve` process (SQLite, mapping off so that ingest alone is measured);
+(b) ORU^R01 with 15 OBX: parse + map + store as FHIR (the mapping job), per core;
+(b') parse + map without storing;
+(c) the `hl7` package's `hl7.parse` alone, and (d) hl7apy's parse alone, on the same messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from connectors.base import Envelope
+from connectors.hl7v2_mllp import MllpSender
+from hub.jobs.worker import JobWorker
+from hub.messages.intake import Hl7Intake
+from hub.runtime import job_handlers
+from hub.settings import Settings
+from hub.storage.db import make_engine, make_session_factory
+from hub.storage.migrate import upgrade
+from mappings.engine import map_message
+from mappings.hl7v2.tokenizer import parse_message
+
+RESULTS = Path(__file__).resolve().parent / "results"
+HUB = Path(sys.executable).with_name("hub")
+
+
+def oru(number: int, observations: int = 15) -> bytes:
+    """A synthetic ORU^R01 with `observations` OBX (a CBC with differential, roughly)."""
+    obx = "".join(
+        f"OBX|{i}|NM|{718 + i}-7^Analyte {i}^LN||{9 + i / 10:.1f}|g/dL^^UCUM|11.5-15.5|L|||F\r"
+        for i in range(1, observations + 1)
+    )
+    return (
+        f"MSH|^~\\&|LAB|ST-MARY|HUB|SOH|20261101120000||ORU^R01^ORU_R01|B-{number}|P|2.5.1\r"
+        f"PID|1||MRN-{number % 50}^^^ST-MARY^MR||Testchild^Robin||20170302|F\r"
+        f"OBR|1|PL-{number}|FI-{number}|58410-2^CBC panel^LN|||20261101080000\r" + obx
+    ).encode()
+
+
+def rate(count: int, run: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    run()
+    return count / (time.perf_counter() - started)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _senders(port: int, senders: int, per_sender: int, offset: int) -> None:
+    async def one(index: int) -> None:
+        async with MllpSender("127.0.0.1", port, ack_timeout=60) as sender:
+            for n in range(per_sender):
+                result = await sender.send(oru(offset + index * per_sender + n, 3))
+                assert result.accepted, result
+
+    await asyncio.gather(*(one(i) for i in range(senders)))
+
+
+def mllp_ingest(per_sender: int) -> dict[str, float]:
+    folder = Path(tempfile.mkdtemp())
+    port = free_port()
+    env = {**os.environ, "HUB_DATABASE_URL": f"sqlite:///{folder / 'hub.db'}",
+           "HUB_PORT": str(free_port()), "HUB_SIGNING_KEY_FILE": str(folder / "key.json"),
+           "HUB_EMBEDDED_WORKER": "false",
+           "HUB_MLLP_LISTENERS": json.dumps([{"name": "bench", "port": port}])}
+    server = subprocess.Popen([str(HUB), "serve", "--log-level", "warning"], env=env)
+    try:
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        figures = {}
+        for senders in (1, 4):
+            total = senders * per_sender
+            figures[f"{senders} sender(s)"] = rate(
+                total, lambda s=senders: asyncio.run(_senders(port, s, per_sender, s * 10**6)))
+        return figures
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def map_and_store(count: int) -> float:
+    folder = Path(tempfile.mkdtemp())
+    settings = Settings(database_url=f"sqlite:///{folder / 'hub.db'}",
+                        signing_key_file=folder / "key.json")
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    sessions = make_session_factory(engine)
+    Hl7Intake(sessions).receive_many([Envelope(oru(n), "bench", "bench") for n in range(count)])
+    worker = JobWorker(sessions, job_handlers(settings))
+    return rate(count, worker.run_until_idle)
+
+
+def main() -> None:
+    import hl7  # type: ignore[import-untyped]
+    from hl7apy.parser import parse_message as hl7apy_parse
+
+    messages = [oru(n) for n in range(300)]
+    texts = [m.decode() for m in messages]
+    figures: dict[str, float] = {}
+    figures["(c) hl7.parse alone"] = rate(len(texts), lambda: [hl7.parse(t) for t in texts])
+    few = texts[:30]
+    figures["(d) hl7apy parse alone"] = rate(len(few), lambda: [hl7apy_parse(t) for t in few])
+    figures["(b') our parse + map"] = rate(
+        len(messages), lambda: [map_message(parse_message(m)) for m in messages])
+    figures["(b) our parse + map + store (SQLite)"] = map_and_store(200)
+    for name, value in mllp_ingest(per_sender=500).items():
+        figures[f"(a) MLLP send → persist → ACK, {name}"] = value
+
+    RESULTS.mkdir(exist_ok=True)
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    table = ["| measure (ORU^R01, 15 OBX; (a) 3 OBX) | msgs/s |", "|---|---:|"]
+    table += [f"| {name} | {value:,.0f} |" for name, value in figures.items()]
+    markdown = f"HL7 v2 benchmark on {machine}\n\n" + "\n".join(table) + "\n"
+    (RESULTS / "hl7.md").write_text(markdown)
+    (RESULTS / "hl7.json").write_text(json.dumps({"machine": machine, "msgs_per_s": figures},
+                                                 indent=2))
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The benchmark command: sets up, then measures on this machine and writes
+# benchmarks/results/*.md and *.json. Not part of the test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/python -m benchmarks.bench_hl7
