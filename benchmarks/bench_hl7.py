@@ -74,10 +74,14 @@ async def _senders(port: int, senders: int, per_sender: int, offset: int) -> Non
 def mllp_ingest(per_sender: int) -> dict[str, float]:
     folder = Path(tempfile.mkdtemp())
     port = free_port()
-    env = {**os.environ, "HUB_DATABASE_URL": f"sqlite:///{folder / 'hub.db'}",
-           "HUB_PORT": str(free_port()), "HUB_SIGNING_KEY_FILE": str(folder / "key.json"),
-           "HUB_EMBEDDED_WORKER": "false",
-           "HUB_MLLP_LISTENERS": json.dumps([{"name": "bench", "port": port}])}
+    env = {
+        **os.environ,
+        "HUB_DATABASE_URL": f"sqlite:///{folder / 'hub.db'}",
+        "HUB_PORT": str(free_port()),
+        "HUB_SIGNING_KEY_FILE": str(folder / "key.json"),
+        "HUB_EMBEDDED_WORKER": "false",
+        "HUB_MLLP_LISTENERS": json.dumps([{"name": "bench", "port": port}]),
+    }
     server = subprocess.Popen([str(HUB), "serve", "--log-level", "warning"], env=env)
     try:
         for _ in range(300):
@@ -90,7 +94,8 @@ def mllp_ingest(per_sender: int) -> dict[str, float]:
         for senders in (1, 4):
             total = senders * per_sender
             figures[f"{senders} sender(s)"] = rate(
-                total, lambda s=senders: asyncio.run(_senders(port, s, per_sender, s * 10**6)))
+                total, lambda s=senders: asyncio.run(_senders(port, s, per_sender, s * 10**6))
+            )
         return figures
     finally:
         server.terminate()
@@ -99,8 +104,9 @@ def mllp_ingest(per_sender: int) -> dict[str, float]:
 
 def map_and_store(count: int) -> float:
     folder = Path(tempfile.mkdtemp())
-    settings = Settings(database_url=f"sqlite:///{folder / 'hub.db'}",
-                        signing_key_file=folder / "key.json")
+    settings = Settings(
+        database_url=f"sqlite:///{folder / 'hub.db'}", signing_key_file=folder / "key.json"
+    )
     engine = make_engine(settings.database_url)
     upgrade(engine)
     sessions = make_session_factory(engine)
@@ -120,7 +126,8 @@ def main() -> None:
     few = texts[:30]
     figures["(d) hl7apy parse alone"] = rate(len(few), lambda: [hl7apy_parse(t) for t in few])
     figures["(b') our parse + map"] = rate(
-        len(messages), lambda: [map_message(parse_message(m)) for m in messages])
+        len(messages), lambda: [map_message(parse_message(m)) for m in messages]
+    )
     figures["(b) our parse + map + store (SQLite)"] = map_and_store(200)
     for name, value in mllp_ingest(per_sender=500).items():
         figures[f"(a) MLLP send → persist → ACK, {name}"] = value
@@ -131,8 +138,9 @@ def main() -> None:
     table += [f"| {name} | {value:,.0f} |" for name, value in figures.items()]
     markdown = f"HL7 v2 benchmark on {machine}\n\n" + "\n".join(table) + "\n"
     (RESULTS / "hl7.md").write_text(markdown)
-    (RESULTS / "hl7.json").write_text(json.dumps({"machine": machine, "msgs_per_s": figures},
-                                                 indent=2))
+    (RESULTS / "hl7.json").write_text(
+        json.dumps({"machine": machine, "msgs_per_s": figures}, indent=2)
+    )
     print(markdown)
 
 

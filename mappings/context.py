@@ -35,10 +35,11 @@ __all__ = [
     "apply_rule_set",
     "datatype_loop",
     "display_of",
+    "field_of",
     "first_value",
     "note_parts",
+    "rule_set_loop",
     "value_of",
-    "value_pipeline",
 ]
 
 JSON = dict[str, Any]
@@ -309,13 +310,6 @@ def note_parts(ctx: Context, datatype: Datatype, parts: list[str], composed: boo
             ctx.note_not_mapped(reason, component=number)
 
 
-def value_of(
-    ctx: Context, rule: Rule, raw: Any, rest: tuple[str, ...], fields: tuple[int, ...] | None
-) -> Any:
-    """One value through a rule's whole pipeline (the compiled readers call this)."""
-    return _value(ctx, rule, raw, rest, fields)
-
-
 def _value(
     ctx: Context, rule: Rule, raw: Any, rest: tuple[str, ...], fields: tuple[int, ...] | None
 ) -> Any:
@@ -391,7 +385,7 @@ def _value(
     return value
 
 
-value_pipeline = _value  # for the compiled readers: the pipeline itself, no wrapper
+value_of = _value  # the rule pipeline, for the compiled readers and appliers
 
 
 def _copy(value: Any) -> Any:
@@ -472,6 +466,24 @@ def apply_rule_set(ctx: Context, rule_set: RuleSet, node: SegmentNode, resource:
     record.rule_sets.append(rule_set)
     ctx.node, ctx.record = node, record
     target = resource if rule_set.into is None else {}
+    if rule_set.apply is not None:
+        rule_set.apply(ctx, node, target, record)
+    else:
+        rule_set_loop(ctx, rule_set, node, target, record)
+    if rule_set.into is not None and target:
+        if all(key in target for key in rule_set.require):
+            assign(resource, rule_set.into, target)
+        else:
+            ctx.field, ctx.component, ctx.subcomponent, ctx.repetition = None, None, None, None
+            ctx.note_not_mapped(
+                f"{node.name} lacks {', '.join(rule_set.require)} for {rule_set.into_text}"
+            )
+
+
+def rule_set_loop(
+    ctx: Context, rule_set: RuleSet, node: SegmentNode, target: JSON, record: SegmentRecord
+) -> None:
+    """The reference interpreter of a segment's rules (the compiled appliers do the same)."""
     segment = node.segment
     fields = segment.raw_fields
     if fields is None:  # MSH
@@ -483,14 +495,6 @@ def apply_rule_set(ctx: Context, rule_set: RuleSet, node: SegmentNode, resource:
             if number >= count or not fields[number]:
                 continue
         _field(ctx, rule, node, target, record)
-    if rule_set.into is not None and target:
-        if all(key in target for key in rule_set.require):
-            assign(resource, rule_set.into, target)
-        else:
-            ctx.field, ctx.component, ctx.subcomponent, ctx.repetition = None, None, None, None
-            ctx.note_not_mapped(
-                f"{node.name} lacks {', '.join(rule_set.require)} for {rule_set.into_text}"
-            )
 
 
 def _field(
@@ -631,3 +635,6 @@ def _values(ctx: Context, rule: Rule, node: SegmentNode, raw: str) -> list[Any]:
         if value is not None:
             values.append(value)
     return values
+
+
+field_of = _field  # one rule on one segment, for the compiled appliers

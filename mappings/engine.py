@@ -339,10 +339,10 @@ def _build(
                 continue
             condition = spec.when
             if condition is not None:
-                key = (node.index, condition.field, condition.component)
-                selector = selectors.get(key)
+                where = (node.index, condition.field, condition.component)
+                selector = selectors.get(where)
                 if selector is None:
-                    selector = selectors[key] = first_value(
+                    selector = selectors[where] = first_value(
                         ctx, node, condition.field, condition.component
                     ).upper()
                 if not condition.holds(selector):

@@ -29,9 +29,9 @@ from typing import Any, cast
 import yaml
 
 from hub import codes
-from mappings.compiler import compile_datatype
-from mappings.context import note_parts, value_of, value_pipeline
-from mappings.errors import MappingTableError
+from mappings.compiler import compile_datatype, compile_rule_set
+from mappings.context import field_of, note_parts, rule_set_loop, value_of
+from mappings.errors import Location, MappingTableError, MissingRequiredField
 from mappings.functions import FUNCTIONS, PRIMITIVES
 from mappings.structure import parse_structure
 from mappings.tables import (
@@ -54,6 +54,7 @@ from mappings.tables import (
     Spec,
     Tables,
     assign,
+    present,
 )
 from mappings.tables import (
     Path as TargetPath,
@@ -146,10 +147,21 @@ def load_tables(overrides: Sequence[Path] = (), profiles: Path = PROFILES_DIR) -
     for rule, where in pending:
         _link(rule, datatypes, where)
     helpers = {"value_of": value_of, "assign": assign, "note_parts": note_parts}
-    helpers["value_of"] = value_pipeline  # the same function, without the wrapper call
     for datatype in datatypes.values():
         if isinstance(datatype, Datatype) and datatype.read is None:
             datatype.read = compile_datatype(datatype, helpers)
+    rule_helpers = {
+        "field": field_of,
+        "value_of": value_of,
+        "assign": assign,
+        "present": present,
+        "loop": rule_set_loop,
+        "Location": Location,
+        "MissingRequiredField": MissingRequiredField,
+    }
+    for resource_map in resources.values():
+        for rule_set in resource_map.segments.values():
+            rule_set.apply = compile_rule_set(rule_set, rule_helpers)
     message_documents = _under(documents, "hl7v2/messages/")
     segments = documents.get("hl7v2/segments", {})
     messages = {

@@ -70,9 +70,14 @@ class Path:
             raise ValueError(f"'{text}': only the last step may append ([])")
         single = steps[0][0] if len(steps) == 1 and steps[0][1] is None else None
         indexed = None
-        if len(steps) == 2 and (steps[0][1] or 0) >= 0 and steps[0][1] is not None:
-            if steps[1][1] is None:
-                indexed = (steps[0][0], steps[0][1], steps[1][0])
+        first_index = steps[0][1]
+        if (
+            len(steps) == 2
+            and first_index is not None
+            and first_index >= 0
+            and (steps[1][1] is None)
+        ):
+            indexed = (steps[0][0], first_index, steps[1][0])
         return cls(text, tuple(steps), False, single, indexed)
 
 
@@ -101,6 +106,7 @@ def assign(
     target: JSON, path: Path, value: Any, fallback: bool = False, join: str | None = None
 ) -> bool:
     """Put `value` at `path` in `target`; False if nothing was written."""
+    items: Any
     if not fallback and join is None:
         key = path.single
         if key is not None:
@@ -266,11 +272,6 @@ class Datatype:
         self.limits = [sum(1 for r in self.rules if r.number <= n) for n in range(top + 1)]
         self.late = [[r for r in self.rules if r.number > n and r.always] for n in range(top + 1)]
 
-    def plan(self, count: int) -> tuple[list[Rule], list[Rule]]:
-        if count >= len(self.limits):
-            return self.rules, []
-        return self.rules[: self.limits[count]], self.late[count]
-
 
 @dataclass(slots=True, eq=False)
 class RuleSet:
@@ -284,6 +285,8 @@ class RuleSet:
     require: tuple[str, ...]
     ignored: dict[int, str]
     used: dict[int, str]
+    # the compiled applier (mappings/compiler.py); (ctx, node, target, record) → None
+    apply: Callable[..., None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

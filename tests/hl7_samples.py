@@ -1,9 +1,11 @@
 """SYNTHETIC HL7 v2 messages for the mapping tests: every type the hub maps, in variants.
 
 Nothing here is real patient data: names, identifiers, places and texts are invented
-(phone numbers are in the fictional 555-01xx range, NPIs start with 999). Messages are
-built with hl7apy, which knows each version's segments and groups; free text is escaped
-here first (hl7apy keeps escape sequences as given).
+(phone numbers are in the fictional 555-01xx range, NPIs start with 999). Messages of
+v2.3 and v2.5.1 are built with hl7apy, which knows each version's segments and groups;
+v2.8 ones by careful string assembly (`TextMessage`: hl7apy's v2.8 tables drop withdrawn
+fields and shift the later ones), as is a field a version does not define (OBX-26 in
+v2.5.1). Free text is escaped here first (hl7apy keeps escape sequences as given).
 
 Variants cover versions 2.3, 2.5.1 and 2.8; repeating segments (OBX, NTE, NK1, PID-3
 repetitions); escape sequences (\\F\\ \\S\\ \\T\\ \\R\\ \\E\\ \\.br\\); missing optional fields;
@@ -19,6 +21,7 @@ diff field by field before committing it).
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -84,8 +87,6 @@ def tiny_pdf(title: str) -> bytes:
 
 def _pdf_ed(title: str) -> str:
     """OBX-5 as ED: source application ^ AP ^ PDF ^ Base64 ^ data."""
-    import base64
-
     return "RBCH^AP^PDF^Base64^" + base64.b64encode(tiny_pdf(title)).decode("ascii")
 
 

@@ -97,5 +97,3 @@ async def acknowledge_all(peer: Hl7Peer, reader: Any, writer: Any, number: int) 
         message = await peer.read(reader)
         writer.writemessage(message.create_ack())
         await writer.drain()
-
-

@@ -43,7 +43,7 @@ def capability_statement(base: str) -> dict[str, Any]:
             "readHistory": True,
             "updateCreate": False,
             "conditionalCreate": True,
-            "conditionalUpdate": False,
+            "conditionalUpdate": True,
             "conditionalDelete": "not-supported",
             "searchInclude": sorted(
                 f"{resource_type}:{name}" for name, p in params.items() if p.type == "reference"

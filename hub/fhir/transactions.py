@@ -82,7 +82,7 @@ def _check_identities(entries: list[dict[str, Any]]) -> None:
     seen: set[str] = set()
     for index, entry in enumerate(entries):
         method = entry["request"]["method"]
-        if method == "POST":
+        if "_assigned" in entry:
             identity = entry["_assigned"][0]
         elif method in ("PUT", "DELETE"):
             identity = entry["request"]["url"].lstrip("/").partition("?")[0]
@@ -139,28 +139,32 @@ def _batch(
 
 
 def _assign_ids(interactions: FhirInteractions, entries: list[dict[str, Any]]) -> dict[str, str]:
-    """fullUrl → `Type/id` for each POST: the match of its ifNoneExist, else a new id."""
+    """fullUrl → `Type/id` for each create and conditional update: the resource its
+    condition (ifNoneExist, or the PUT's query) matches, else a new id."""
     assigned: dict[str, str] = {}
     for index, entry in enumerate(entries):
         request = entry["request"]
-        if request["method"] != "POST":
+        path, _, query = request["url"].lstrip("/").partition("?")
+        if request["method"] == "POST":
+            condition = request.get("ifNoneExist")
+            if "/" in path:
+                raise InvalidRequest(
+                    f"Entry {index}: a POST's url names a resource type, not '{path}'.",
+                    expression=f"Bundle.entry[{index}].request.url",
+                )
+        elif request["method"] == "PUT" and query and "/" not in path:
+            condition = query  # conditional update (FHIR R4 §3.1.0.4.3)
+        else:
             continue
-        resource_type = request["url"].lstrip("/").split("?")[0]
-        where = f"Bundle.entry[{index}].request.url"
-        if "/" in resource_type:
-            raise InvalidRequest(
-                f"Entry {index}: a POST's url names a resource type, not '{resource_type}'.",
-                expression=where,
-            )
-        _require_type(resource_type, index)
+        _require_type(path, index)
         existing = None
-        if request.get("ifNoneExist"):
+        if condition:
             try:
-                existing = interactions.conditional_match(resource_type, request["ifNoneExist"])
+                existing = interactions.conditional_match(path, condition)
             except HubError as exc:
                 exc.issues = [_located(issue, index) for issue in exc.issues]
                 raise
-        target = existing.reference if existing else f"{resource_type}/{new_id()}"
+        target = existing.reference if existing else f"{path}/{new_id()}"
         entry["_assigned"] = (target, existing)
         if entry.get("fullUrl"):
             assigned[entry["fullUrl"]] = target
@@ -191,6 +195,16 @@ def _run_entry(
             resource_id=target.split("/")[1] if target else None,
         )
         return {"response": response_entry(base, stored, 201 if created else 200)}
+    if method == "PUT" and query and len(parts) == 1:
+        target, existing = entry["_assigned"]
+        if existing is None:  # no match: created under the id assigned above
+            stored, _ = interactions.create(
+                parts[0], entry["resource"], where=where, resource_id=target.split("/")[1]
+            )
+            return {"response": response_entry(base, stored, 201)}
+        resource = {**entry["resource"], "id": existing.resource_id}
+        stored, _ = interactions.update(parts[0], existing.resource_id, resource, where=where)
+        return {"response": response_entry(base, stored, 200)}
     if method == "PUT" and len(parts) == 2:
         try:
             if_match = parse_etag(request.get("ifMatch"))

@@ -132,6 +132,8 @@ def fill(path: str, ids: dict[str, str], case: str = "a") -> str:
         "version_id": "1",
         "referral_id": ids[f"referral-{case}"],
         "task_id": ids[f"task-{case}"],
+        "message_id": "1",
+        "job_id": "1",
     }
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
 

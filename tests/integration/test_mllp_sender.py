@@ -20,7 +20,6 @@ from tests.mllp_peer import GUARD_SECONDS, Hl7Peer, acknowledge_all, hl7_peer
 pytestmark = pytest.mark.integration
 
 
-
 def hl7_message(control_id: str) -> bytes:
     return (
         f"MSH|^~\\&|HUB|SO|EHR|ST-MARY|20240101120000||ORU^R01^ORU_R01|{control_id}|P|2.5.1\r"
