@@ -25,7 +25,7 @@ from hub.errors import (
 )
 from hub.fhir.references import format_problem, is_local, iter_references, unresolved
 from hub.fhir.search_parameters import search_parameters, supported_types
-from hub.fhir.validation import validate_resource
+from hub.fhir.validation import check_required_codes, validate_resource
 from hub.security.access import AUDIT_TYPES, CASE_WORKERS, AccessPolicy
 from hub.security.audit import UNAUDITED_READS, audit_event, write_audit_event
 from hub.security.principal import Principal
@@ -77,13 +77,15 @@ class FhirInteractions:
         if_none_exist: str | None = None,
         where: str | None = None,
         resource_id: str | None = None,
+        validated: bool = False,
     ) -> tuple[StoredResource, bool]:
         """Store a new resource; with If-None-Exist return the match instead. (stored, created)
 
-        `resource_id` is for transactions, which assign ids before they write.
+        `resource_id` is for transactions, which assign ids before they write;
+        `validated` for resources a Bundle's validation has already checked.
         """
         self._require(resource_type, "c")
-        resource = validate_resource(resource, expected_type=resource_type, where=where)
+        self._validate(resource, resource_type, where, validated)
         if if_none_exist:
             existing = self.conditional_match(resource_type, if_none_exist)
             if existing is not None:
@@ -105,10 +107,11 @@ class FhirInteractions:
         *,
         if_match: int | None = None,
         where: str | None = None,
+        validated: bool = False,
     ) -> tuple[StoredResource, bool]:
         """Store a new version of `resource_id` (or create it under that id)."""
         self._require(resource_type, "u")
-        resource = validate_resource(resource, expected_type=resource_type, where=where)
+        self._validate(resource, resource_type, where, validated)
         body_id = resource.get("id")
         if body_id != resource_id:
             raise InvalidRequest(
@@ -233,6 +236,21 @@ class FhirInteractions:
             and self.access.can_see(stored)
         )
 
+    @staticmethod
+    def _validate(resource: Any, resource_type: str, where: str | None, validated: bool) -> None:
+        """Validate, unless a Bundle's validation did; its codes are checked either way (the
+        Bundle's check covers structure and types, not the codes of each entry)."""
+        root = where or resource_type
+        if not validated:
+            validate_resource(resource, expected_type=resource_type, where=where)
+            return
+        if resource.get("resourceType") != resource_type:
+            raise InvalidRequest(
+                f"The entry holds a {resource.get('resourceType')}, not a {resource_type}.",
+                expression=f"{root}.resourceType",
+            )
+        check_required_codes(resource, resource_type, root)
+
     # -- access and audit ------------------------------------------------------------------
     def _require(self, resource_type: str, interaction: str) -> None:
         require_type(resource_type)
@@ -326,7 +344,8 @@ class FhirInteractions:
             resource_type, parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
         )
         query.count = 2
-        matches = self.searcher.search(query).matches
+        visible = self.access.visible if self.access else None
+        matches = self.searcher.search(query, visible, with_total=False).matches
         if len(matches) > 1:
             raise PreconditionFailed(
                 f"If-None-Exist '{criteria}' matches more than one {resource_type}.",

@@ -193,17 +193,24 @@ def _run_entry(
             where=where,
             if_none_exist=None if target else request.get("ifNoneExist"),
             resource_id=target.split("/")[1] if target else None,
+            validated=True,  # the whole Bundle was validated first
         )
         return {"response": response_entry(base, stored, 201 if created else 200)}
     if method == "PUT" and query and len(parts) == 1:
         target, existing = entry["_assigned"]
         if existing is None:  # no match: created under the id assigned above
             stored, _ = interactions.create(
-                parts[0], entry["resource"], where=where, resource_id=target.split("/")[1]
+                parts[0],
+                entry["resource"],
+                where=where,
+                resource_id=target.split("/")[1],
+                validated=True,
             )
             return {"response": response_entry(base, stored, 201)}
         resource = {**entry["resource"], "id": existing.resource_id}
-        stored, _ = interactions.update(parts[0], existing.resource_id, resource, where=where)
+        stored, _ = interactions.update(
+            parts[0], existing.resource_id, resource, where=where, validated=True
+        )
         return {"response": response_entry(base, stored, 200)}
     if method == "PUT" and len(parts) == 2:
         try:
@@ -218,6 +225,7 @@ def _run_entry(
             entry["resource"],
             where=where,
             if_match=if_match,
+            validated=True,
         )
         return {"response": response_entry(base, stored, 201 if created else 200)}
     if method == "DELETE" and len(parts) == 2:

@@ -163,7 +163,7 @@ def validate_resource(
             f"The {resource_type} is not valid FHIR R4: {exc}", expression=root
         ) from exc
     _check_id_length(data, root)
-    _check_required_codes(data, resource_type, root)
+    check_required_codes(data, resource_type, root)
     return data
 
 
@@ -231,7 +231,7 @@ def _check_id_length(data: dict[str, Any], root: str) -> None:
         )
 
 
-def _check_required_codes(data: dict[str, Any], resource_type: str, root: str) -> None:
+def check_required_codes(data: dict[str, Any], resource_type: str, root: str) -> None:
     issues = []
     for element, allowed in _required_codes().items():
         owner, _, name = element.partition(".")

@@ -126,8 +126,9 @@ class ResourceRepository:
         stored = self._write(resource_type, resource_id, resource, 1, "POST", deleted=False)
         row = _current_row(stored)
         row.written_by = self.author
+        # Not flushed here: the rows of a whole transaction Bundle go out together. A taken
+        # id (only possible for a chosen one) fails at the flush as an IntegrityError (409).
         self.session.add(row)
-        self._flush(f"{resource_type}/{resource_id} already exists.")
         return stored
 
     def update(
@@ -209,12 +210,13 @@ class ResourceRepository:
         return stored
 
     def _reindex(self, stored: StoredResource) -> None:
-        self.session.execute(
-            delete(SearchIndexRow).where(
-                SearchIndexRow.res_type == stored.resource_type,
-                SearchIndexRow.res_id == stored.resource_id,
+        if stored.version_id > 1:  # a new resource has no index rows yet
+            self.session.execute(
+                delete(SearchIndexRow).where(
+                    SearchIndexRow.res_type == stored.resource_type,
+                    SearchIndexRow.res_id == stored.resource_id,
+                )
             )
-        )
         if stored.deleted:
             return
         for value in index_values(stored.resource_type, stored.content):

@@ -215,17 +215,24 @@ class SearchRunner:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def search(self, query: SearchQuery, visible: VisibleRows | None = None) -> SearchPage:
-        """Run `query`; `visible(type)` limits matches and includes to what a caller may see."""
+    def search(
+        self, query: SearchQuery, visible: VisibleRows | None = None, *, with_total: bool = True
+    ) -> SearchPage:
+        """Run `query`; `visible(type)` limits matches and includes to what a caller may see.
+
+        Without `with_total` the page's total is only the number of matches on it (for
+        conditional matches, which need no count of everything).
+        """
         select_matches = self.matching(query)
         if visible is not None:
             select_matches = select_matches.where(visible(query.resource_type))
-        total = (
-            self.session.scalar(select(func.count()).select_from(select_matches.subquery())) or 0
-        )
         ordered = select_matches.order_by(*_order(query.sort)).limit(query.count)
         rows = list(self.session.scalars(ordered.offset(query.offset)))
         matches = [_stored(row) for row in rows]
+        total = len(matches)
+        if with_total:
+            count = select(func.count()).select_from(select_matches.subquery())
+            total = self.session.scalar(count) or 0
         return SearchPage(matches, self._included(matches, query.includes, visible), total)
 
     def matching(self, query: SearchQuery) -> Select[ResourceRow]:
