@@ -50,8 +50,8 @@ class _Decision:
     """What to store for one received message and what to answer."""
 
     values: dict[str, Any]
-    ack: bytes
     answer: bytes
+    """The ACK to send now (b"" where enhanced mode asks for none); the log keeps the ACK."""
     job: bool
     message: Message | None
 
@@ -127,7 +127,6 @@ class Hl7Intake:
             return _Decision(
                 _values(envelope, None, "rejected", ack, "AR", str(exc), batch_id),
                 ack,
-                ack,
                 False,
                 None,
             )
@@ -138,11 +137,11 @@ class Hl7Intake:
             code = ("CR" if code == "AR" else "CE") if enhanced else code
             ack = build_ack(message, code, text=location.text, errors=(location,))
             values = _values(envelope, message, "rejected", ack, code, location.text, batch_id)
-            return _Decision(values, ack, _filtered(message, ack, code, enhanced), False, message)
+            return _Decision(values, _filtered(message, ack, code, enhanced), False, message)
         code = "CA" if enhanced else "AA"
         ack = build_ack(message, code)
         values = _values(envelope, message, "accepted", ack, code, None, batch_id)
-        return _Decision(values, ack, _filtered(message, ack, code, enhanced), True, message)
+        return _Decision(values, _filtered(message, ack, code, enhanced), True, message)
 
     @staticmethod
     def _insert(session: Session, values: dict[str, Any]) -> Any:
