@@ -70,7 +70,7 @@ class MllpDeliveries:
 
     def __init__(self, destinations: list[MllpDestination]) -> None:
         self.destinations = {d.name: d for d in destinations}
-        self._loop = asyncio.new_event_loop()
+        self._loop: asyncio.AbstractEventLoop | None = None  # made on the first delivery
         self._senders: dict[str, MllpSender] = {}
         self._lock = threading.Lock()
 
@@ -84,6 +84,8 @@ class MllpDeliveries:
                 retryable=False,
             )
         with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
             sender = self._senders.get(destination_name) or self._sender(destination)
             return self._loop.run_until_complete(sender.send(payload))
 
@@ -103,9 +105,13 @@ class MllpDeliveries:
 
     def close(self) -> None:
         with self._lock:
+            if self._loop is None:
+                return
             for sender in self._senders.values():
                 self._loop.run_until_complete(sender.close())
             self._loop.close()
+            self._loop = None
+            self._senders.clear()
 
 
 def deliver_hl7_job(deliveries: MllpDeliveries) -> JobHandler:
