@@ -89,11 +89,14 @@ def dead_letters_replay(job_id: int) -> None:
 def worker() -> None:
     """Run outbox jobs (mapping, deliveries) until stopped: for scaled-out deployments."""
     from hub.jobs.worker import JobWorker
-    from hub.runtime import job_handlers
+    from hub.runtime import BATCH_SIZES, job_handlers
 
     settings = Settings()
     job_worker = JobWorker(
-        _sessions(), job_handlers(settings), lease_seconds=settings.job_lease_seconds
+        _sessions(),
+        job_handlers(settings),
+        lease_seconds=settings.job_lease_seconds,
+        batch_sizes=BATCH_SIZES,
     )
     stop = False
 

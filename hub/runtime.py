@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -20,22 +21,35 @@ from hub.messages.batch import process_folder
 from hub.messages.intake import MAP_JOB, Hl7Intake
 from hub.messages.mapping_job import map_hl7_message
 from hub.messages.outbound import DELIVER_JOB, MllpDeliveries, deliver_hl7_job
+from hub.messages.return_channel import ReturnChannel
 from hub.settings import Settings
 
 log = logging.getLogger("hub.runtime")
 
 
+# Mapping jobs run 25 to a transaction: one commit (an fsync) for all, not one each.
+BATCH_SIZES = {MAP_JOB: 25}
+
+
 def job_handlers(settings: Settings) -> dict[str, JobHandler]:
     """The closed table of job kinds this process runs."""
     deliveries = MllpDeliveries(settings.mllp_destinations)
-    return {MAP_JOB: map_hl7_message, DELIVER_JOB: deliver_hl7_job(deliveries)}
+    answers = ReturnChannel(settings.mllp_destinations)
+    return {
+        MAP_JOB: answers.mapping_handler(
+            partial(map_hl7_message, models=settings.hl7_model_validation)
+        ),
+        DELIVER_JOB: deliver_hl7_job(deliveries),
+    }
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = app.state.hub
+    # Case moves made through the API tell HL7 v2 referrers (order status updates).
+    ReturnChannel(state.settings.mllp_destinations).bind_sessions(state.sessions)
     worker = (
-        JobWorker(state.sessions, job_handlers(state.settings))
+        JobWorker(state.sessions, job_handlers(state.settings), batch_sizes=BATCH_SIZES)
         if state.settings.embedded_worker
         else None
     )

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     """Run outbox jobs (mapping, deliveries) in the API process; off in API-only replicas."""
     mllp_listeners: list[MllpListenerConfig] = Field(default_factory=list)
     """HL7 v2 MLLP listeners: name, host, port, allowed_senders, limits, optional TLS."""
+    hl7_model_validation: bool = False
+    """Validate each mapped HL7 v2 message's resources against the FHIR R4 models before
+    they are stored. Off by default: the mapping tables' output is validated against the
+    models by the test suite (every sample message variant and golden file), and every
+    message's JSON types, required codes and references are still checked when stored."""
     hl7_batch_folder: Path | None = None
     """A folder watched for HL7 batch files (FHS/BHS … BTS/FTS); done/ and failed/ beside."""
     mllp_destinations: list[MllpDestination] = Field(default_factory=list)

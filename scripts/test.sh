@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/ensure_postgres.sh
+bash scripts/ensure_dicom_peers.sh
 .venv/bin/ruff check hub connectors mappings dicom tests benchmarks
 .venv/bin/ruff format --check --quiet hub connectors mappings dicom tests benchmarks
 .venv/bin/mypy

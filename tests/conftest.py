@@ -25,6 +25,8 @@ from hub.storage.migrate import upgrade
 from hub.storage.tables import Base
 from tests.fhir_client import token
 
+pytest_plugins = ["tests.orthanc_peer"]
+
 POSTGRES_URL = os.environ.get(
     "HUB_TEST_POSTGRES_URL", "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/postgres"
 )

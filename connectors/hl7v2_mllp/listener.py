@@ -2,7 +2,8 @@
 
 HL7 original mode is request/response, so each connection is served strictly in order,
 one message at a time: the handler is awaited and its answer written before the next
-message of that connection is handed over. Connections are served concurrently.
+message of that connection is handed over. Connections are served concurrently, up to
+`max_connections` at once; one more is closed as soon as it is accepted.
 
 Nothing here logs message content (it is PHI): only the channel, the peer's address and
 the type of a failure.
@@ -14,6 +15,7 @@ import asyncio
 import ipaddress
 import logging
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, model_validator
@@ -73,6 +75,9 @@ class MllpListenerConfig(BaseModel):
     max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, gt=0)
     idle_timeout_seconds: float = Field(default=600.0, gt=0)
     """A connection that sends nothing (or reads no ACK) for this long is closed."""
+    max_connections: int = Field(default=100, gt=0)
+    """Connections served at once; more are closed on arrival (and counted), so that a
+    sender opening connections in a loop cannot starve the others of memory and sockets."""
     tls: MllpTlsConfig | None = None
 
     def allows(self, address: str) -> bool:
@@ -88,13 +93,39 @@ class MllpListenerConfig(BaseModel):
         return any(ip in network for network in self.allowed_senders)
 
 
-class _Connection:
-    __slots__ = ("task", "writer", "busy")
+@dataclass(frozen=True)
+class MllpListenerStats:
+    """What a listener has seen since it was created."""
 
-    def __init__(self, task: asyncio.Task[None], writer: asyncio.StreamWriter) -> None:
+    open_connections: int
+    refused_over_limit: int
+    """Connections closed on arrival because max_connections were open."""
+    refused_not_allowed: int
+    """Connections closed on arrival because the peer is not in allowed_senders."""
+
+
+_READING, _HANDLING, _WRITING = "reading", "handling", "writing"
+
+
+class _Connection:
+    """One accepted connection and where its conversation stands."""
+
+    __slots__ = ("task", "writer", "peer", "phase", "deadline", "timer", "expired")
+
+    def __init__(self, task: asyncio.Task[None], writer: asyncio.StreamWriter, peer: str) -> None:
         self.task = task
         self.writer = writer
-        self.busy = False  # between a complete message and the drain of its answer
+        self.peer = peer
+        self.phase = _READING
+        self.deadline = 0.0
+        """When the current read or write times out (idle_timeout_seconds after it began)."""
+        self.timer: asyncio.TimerHandle | None = None
+        self.expired = False
+
+    @property
+    def busy(self) -> bool:
+        """Between a complete message and the write of its answer."""
+        return self.phase != _READING
 
 
 class MllpListener:
@@ -112,6 +143,15 @@ class MllpListener:
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
         self._stopping = False
+        self._refused_over_limit = 0
+        self._refused_not_allowed = 0
+
+    @property
+    def stats(self) -> MllpListenerStats:
+        """Open connections and refusals, for health checks and metrics."""
+        return MllpListenerStats(
+            len(self._connections), self._refused_over_limit, self._refused_not_allowed
+        )
 
     @property
     def bound_port(self) -> int:
@@ -173,23 +213,40 @@ class MllpListener:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        connection = _Connection(task, writer)
-        self._connections.add(connection)
         peername = writer.get_extra_info("peername")
         address, port = (str(peername[0]), int(peername[1])) if peername else ("", 0)
         peer = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-        try:
-            if self._stopping:
-                return
-            if not self.config.allows(address):
-                logger.warning("MLLP %s refused a connection from %s", self.config.name, address)
-                return
-            logger.debug("MLLP %s connection from %s", self.config.name, peer)
-            await self._converse(reader, writer, connection, peer)
-        except OSError as exc:  # reset, broken pipe, TLS errors
-            logger.info(
-                "MLLP %s connection from %s lost: %s", self.config.name, peer, type(exc).__name__
+        if self._stopping:
+            await close_stream(writer)
+            return
+        if len(self._connections) >= self.config.max_connections:
+            self._refused_over_limit += 1
+            logger.warning(
+                "MLLP %s refused a connection from %s: %d connections open",
+                self.config.name,
+                peer,
+                len(self._connections),
             )
+            await close_stream(writer)
+            return
+        if not self.config.allows(address):
+            self._refused_not_allowed += 1
+            logger.warning("MLLP %s refused a connection from %s", self.config.name, address)
+            await close_stream(writer)
+            return
+        connection = _Connection(task, writer, peer)
+        self._connections.add(connection)
+        try:
+            logger.debug("MLLP %s connection from %s", self.config.name, peer)
+            await self._converse(reader, writer, connection)
+        except OSError as exc:  # reset, broken pipe, TLS errors
+            if not connection.expired:  # else _check_idle has said why
+                logger.info(
+                    "MLLP %s connection from %s lost: %s",
+                    self.config.name,
+                    peer,
+                    type(exc).__name__,
+                )
         except asyncio.CancelledError:
             if not self._stopping:
                 raise
@@ -197,26 +254,45 @@ class MllpListener:
             # start_server callback, which logs an error for a cancelled connection task.
             logger.warning("MLLP %s: a handler call was cut short by stop()", self.config.name)
         finally:
+            if connection.timer is not None:
+                connection.timer.cancel()
             self._connections.discard(connection)
             await close_stream(writer)
 
+    def _check_idle(self, connection: _Connection) -> None:
+        """The idle timer: closes a connection whose read or write has waited too long.
+
+        One timer per connection, moved on only when it fires, instead of a timeout per
+        read and per write: those cost more than the rest of a small message's handling.
+        """
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if connection.phase == _HANDLING:  # the handler's time is not the peer's idleness
+            connection.deadline = now + self.config.idle_timeout_seconds
+        if now < connection.deadline:
+            connection.timer = loop.call_at(connection.deadline, self._check_idle, connection)
+            return
+        connection.timer, connection.expired = None, True
+        if connection.phase == _WRITING:
+            logger.info("MLLP %s: %s read no ACK in time", self.config.name, connection.peer)
+        else:
+            logger.info("MLLP %s closed idle connection from %s", self.config.name, connection.peer)
+        # Abort rather than close: a close would wait to flush what the peer does not read.
+        # The pending read then ends with EOF, a pending drain with ConnectionResetError.
+        connection.writer.transport.abort()
+
     async def _converse(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        connection: _Connection,
-        peer: str,
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, connection: _Connection
     ) -> None:
         """Read frames and answer them in order until EOF, idle timeout, error or stop."""
+        loop = asyncio.get_running_loop()
         decoder = MllpFrameDecoder(self.config.max_message_bytes)
         idle = self.config.idle_timeout_seconds
+        connection.deadline = loop.time() + idle
+        connection.timer = loop.call_at(connection.deadline, self._check_idle, connection)
         while not self._stopping:
-            try:
-                async with asyncio.timeout(idle):
-                    data = await reader.read(READ_SIZE)
-            except TimeoutError:
-                logger.info("MLLP %s closed idle connection from %s", self.config.name, peer)
-                return
+            connection.phase, connection.deadline = _READING, loop.time() + idle
+            data = await reader.read(READ_SIZE)
             if not data:
                 return
             too_large = False
@@ -224,23 +300,25 @@ class MllpListener:
                 payloads = decoder.feed(data)
             except FrameTooLarge as exc:
                 payloads, too_large = list(exc.completed), True
-            connection.busy = True
             for payload in payloads:
-                if self._stopping or not await self._answer(payload, writer, peer):
+                if self._stopping or not await self._answer(payload, writer, connection):
                     return
-            connection.busy = False
             if too_large:
                 logger.warning(
                     "MLLP %s closed the connection from %s: a message exceeded %d bytes",
                     self.config.name,
-                    peer,
+                    connection.peer,
                     self.config.max_message_bytes,
                 )
                 return
 
-    async def _answer(self, payload: bytes, writer: asyncio.StreamWriter, peer: str) -> bool:
+    async def _answer(
+        self, payload: bytes, writer: asyncio.StreamWriter, connection: _Connection
+    ) -> bool:
         """Hand one message to the handler and write its answer; False closes the connection."""
+        peer = connection.peer
         envelope = Envelope(payload, transport="mllp", channel=self.config.name, peer=peer)
+        connection.phase = _HANDLING
         try:
             answer = await self._handler(envelope)
             framed = frame(answer) if answer else b""
@@ -254,10 +332,13 @@ class MllpListener:
             return False
         if framed:
             writer.write(framed)
-            try:
-                async with asyncio.timeout(self.config.idle_timeout_seconds):
-                    await writer.drain()
-            except TimeoutError:
-                logger.info("MLLP %s: %s read no ACK in time", self.config.name, peer)
-                return False
+            # Usually the socket took it all; only a peer slow to read makes us wait.
+            if writer.transport.get_write_buffer_size():
+                connection.phase = _WRITING
+                connection.deadline = asyncio.get_running_loop().time() + (
+                    self.config.idle_timeout_seconds
+                )
+                await writer.drain()
+                if connection.expired:
+                    return False
         return True

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from sqlalchemy import ColumnElement, or_
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, or_, select, tuple_
+from sqlalchemy.orm import Session, aliased
 
 from hub.errors import (
     Forbidden,
@@ -30,9 +30,9 @@ from hub.security.access import AUDIT_TYPES, CASE_WORKERS, AccessPolicy
 from hub.security.audit import UNAUDITED_READS, audit_event, write_audit_event
 from hub.security.principal import Principal
 from hub.storage.indexer import split_reference
-from hub.storage.repository import ResourceRepository, StoredResource
+from hub.storage.repository import ResourceRepository, StoredResource, stored_from_row
 from hub.storage.search import SearchPage, SearchQuery, SearchRunner, parse_search
-from hub.storage.tables import ResourceRow
+from hub.storage.tables import ResourceRow, SearchIndexRow
 from hub.workflow.cases import CaseWorkflow
 
 READ_INTERACTIONS = frozenset(
@@ -300,44 +300,102 @@ class FhirInteractions:
         References are checked here, not per write, so that the entries of a transaction
         may point at each other in any order (like a deferred foreign key).
         """
-        issues = [
-            issue
-            for where, stored in self._written
-            for issue in self._reference_issues(stored, where)
-        ]
+        written = {stored.reference for _, stored in self._written if not stored.deleted}
+        issues: list[Issue] = []
+        to_look_up: list[tuple[str, str, tuple[str, str]]] = []
+        for where, stored in self._written:
+            for path, reference in iter_references(stored.content, where):
+                problem = _reference_problem(reference)
+                if problem:
+                    issues.append(Issue(problem, code="value", expression=(path,)))
+                    continue
+                target = split_reference(reference) if is_local(reference) else None
+                if target and target[0] in search_parameters() and reference not in written:
+                    to_look_up.append((path, reference, target))
         self._written.clear()
+        existing = self._existing(
+            {target for _, reference, target in to_look_up if "/_history/" not in reference}
+        )
+        issues += [
+            unresolved(reference, path)
+            for path, reference, target in to_look_up
+            if not (
+                self._version_exists(reference) if "/_history/" in reference else target in existing
+            )
+        ]
         if issues:
             raise UnprocessableResource(
                 "The resource has references that cannot be used.", issues=issues
             )
         return self.cases.finish()
 
-    def _reference_issues(self, stored: StoredResource, where: str) -> list[Issue]:
-        issues = []
-        for path, reference in iter_references(stored.content, where):
-            problem = format_problem(reference)
-            if reference.startswith("urn:uuid:"):
-                problem = (
-                    f"'{reference}' names no entry of this transaction; a stored "
-                    "resource cannot keep a urn:uuid reference."
-                )
-            if problem:
-                issues.append(Issue(problem, code="value", expression=(path,)))
-                continue
-            target = split_reference(reference) if is_local(reference) else None
-            if target and target[0] in search_parameters() and not self._exists(reference):
-                issues.append(unresolved(reference, path))
-        return issues
+    def _existing(self, targets: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Those of `targets` (type, id) that are stored and not deleted: one query."""
+        if not targets:
+            return set()
+        rows = self.session.execute(
+            select(ResourceRow.res_type, ResourceRow.res_id).where(
+                tuple_(ResourceRow.res_type, ResourceRow.res_id).in_(sorted(targets)),
+                ResourceRow.deleted.is_(False),
+            )
+        )
+        return {(row.res_type, row.res_id) for row in rows}
 
-    def _exists(self, reference: str) -> bool:
+    def _version_exists(self, reference: str) -> bool:
         parts = reference.split("/")
-        if len(parts) == 4:
-            try:
-                self.repository.vread(parts[0], parts[1], int(parts[3]))
-            except (HubError, ValueError):
-                return False
-            return True
-        return self.repository.find(parts[0], parts[1]) is not None
+        try:
+            self.repository.vread(parts[0], parts[1], int(parts[3]))
+        except (HubError, ValueError):
+            return False
+        return True
+
+    def conditional_matches(self, conditions: list[tuple[str, str]]) -> list[StoredResource | None]:
+        """`conditional_match` for each (type, criteria): the `identifier=system|value` ones,
+        what a mapped message's entries all carry, in one query rather than one each."""
+        results: list[StoredResource | None] = [None] * len(conditions)
+        by_identifier: dict[tuple[str, str, str], list[int]] = {}
+        for index, (resource_type, criteria) in enumerate(conditions):
+            key = _identifier_condition(resource_type, criteria)
+            if key is None:
+                results[index] = self.conditional_match(resource_type, criteria)
+            else:
+                by_identifier.setdefault(key, []).append(index)
+        if not by_identifier:
+            return results
+        # An alias: the visibility conditions have subqueries of their own on the index
+        # table, which must not correlate to this one.
+        index_row = aliased(SearchIndexRow)
+        query = (
+            select(index_row.res_type, index_row.system, index_row.value, ResourceRow)
+            .join(
+                ResourceRow,
+                (ResourceRow.res_type == index_row.res_type)
+                & (ResourceRow.res_id == index_row.res_id),
+            )
+            .where(
+                index_row.param == "identifier",
+                tuple_(index_row.res_type, index_row.system, index_row.value).in_(
+                    sorted(by_identifier)
+                ),
+                ResourceRow.deleted.is_(False),
+            )
+        )
+        if self.access is not None:
+            types = sorted({key[0] for key in by_identifier})
+            query = query.where(
+                or_(*[(ResourceRow.res_type == t) & self.access.visible(t) for t in types])
+            )
+        found: dict[tuple[str, str | None, str | None], dict[str, ResourceRow]] = {}
+        for res_type, system, value, row in self.session.execute(query):
+            found.setdefault((res_type, system, value), {})[row.res_id] = row
+        for key, indexes in by_identifier.items():
+            rows = list(found.get(key, {}).values())
+            if len(rows) > 1:
+                resource_type, criteria = conditions[indexes[0]]
+                raise _ambiguous(resource_type, criteria)
+            for index in indexes:
+                results[index] = stored_from_row(rows[0]) if rows else None
+        return results
 
     def conditional_match(self, resource_type: str, criteria: str) -> StoredResource | None:
         query = self.parse_search(
@@ -347,11 +405,38 @@ class FhirInteractions:
         visible = self.access.visible if self.access else None
         matches = self.searcher.search(query, visible, with_total=False).matches
         if len(matches) > 1:
-            raise PreconditionFailed(
-                f"If-None-Exist '{criteria}' matches more than one {resource_type}.",
-                expression=f"{resource_type}?{criteria}",
-            )
+            raise _ambiguous(resource_type, criteria)
         return matches[0] if matches else None
+
+
+def _ambiguous(resource_type: str, criteria: str) -> PreconditionFailed:
+    return PreconditionFailed(
+        f"If-None-Exist '{criteria}' matches more than one {resource_type}.",
+        expression=f"{resource_type}?{criteria}",
+    )
+
+
+def _identifier_condition(resource_type: str, criteria: str) -> tuple[str, str, str] | None:
+    """(type, system, value) if `criteria` is exactly `identifier=system|value`, else None
+    (escapes, modifiers, other parameters, and values too long for the index go the long way)."""
+    params = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
+    if len(params) != 1 or params[0][0] != "identifier" or "\\" in params[0][1]:
+        return None
+    system, bar, value = params[0][1].partition("|")
+    if not bar or not system or not value or "|" in value or len(value) > 255:
+        return None
+    if resource_type not in search_parameters():
+        return None
+    return resource_type, system, value
+
+
+def _reference_problem(reference: str) -> str | None:
+    if reference.startswith("urn:uuid:"):
+        return (
+            f"'{reference}' names no entry of this transaction; a stored "
+            "resource cannot keep a urn:uuid reference."
+        )
+    return format_problem(reference)
 
 
 def require_type(resource_type: str) -> None:

@@ -22,9 +22,14 @@ from hub.storage.repository import new_id
 METHOD_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
 
 
-def process_bundle(interactions: FhirInteractions, bundle: Any, base: str) -> dict[str, Any]:
-    """Run a batch or transaction Bundle; return its batch-response/transaction-response."""
-    validate_resource(bundle, expected_type="Bundle")
+def process_bundle(
+    interactions: FhirInteractions, bundle: Any, base: str, *, models: bool = True
+) -> dict[str, Any]:
+    """Run a batch or transaction Bundle; return its batch-response/transaction-response.
+
+    `models=False` skips the model validation (see `validate_resource`).
+    """
+    validate_resource(bundle, expected_type="Bundle", models=models)
     kind = bundle.get("type")
     if kind not in ("batch", "transaction"):
         raise InvalidRequest(
@@ -141,7 +146,7 @@ def _batch(
 def _assign_ids(interactions: FhirInteractions, entries: list[dict[str, Any]]) -> dict[str, str]:
     """fullUrl → `Type/id` for each create and conditional update: the resource its
     condition (ifNoneExist, or the PUT's query) matches, else a new id."""
-    assigned: dict[str, str] = {}
+    writes: list[tuple[int, str, str | None]] = []  # (entry, type, condition)
     for index, entry in enumerate(entries):
         request = entry["request"]
         path, _, query = request["url"].lstrip("/").partition("?")
@@ -157,17 +162,27 @@ def _assign_ids(interactions: FhirInteractions, entries: list[dict[str, Any]]) -
         else:
             continue
         _require_type(path, index)
-        existing = None
-        if condition:
+        writes.append((index, path, condition))
+    conditional = [(i, path, condition) for i, path, condition in writes if condition]
+    try:
+        found = interactions.conditional_matches([(path, c) for _, path, c in conditional])
+    except HubError as exc:
+        # Rare: find the entry to name in the error by running the conditions one by one.
+        for index, path, condition in conditional:
             try:
-                existing = interactions.conditional_match(path, condition)
-            except HubError as exc:
-                exc.issues = [_located(issue, index) for issue in exc.issues]
-                raise
+                interactions.conditional_match(path, condition or "")
+            except HubError as located:
+                located.issues = [_located(issue, index) for issue in located.issues]
+                raise located from exc
+        raise
+    matches = {index: match for (index, _, _), match in zip(conditional, found, strict=True)}
+    assigned: dict[str, str] = {}
+    for index, path, _ in writes:
+        existing = matches.get(index)
         target = existing.reference if existing else f"{path}/{new_id()}"
-        entry["_assigned"] = (target, existing)
-        if entry.get("fullUrl"):
-            assigned[entry["fullUrl"]] = target
+        entries[index]["_assigned"] = (target, existing)
+        if entries[index].get("fullUrl"):
+            assigned[entries[index]["fullUrl"]] = target
     return assigned
 
 

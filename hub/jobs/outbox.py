@@ -9,6 +9,7 @@ Jobs must be idempotent: one may run again after a crash between its effect and 
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -64,38 +65,40 @@ def enqueue_values(
     }
 
 
-def claim_next(
-    session: Session, kinds: set[str] | None = None, lease_seconds: float = LEASE_SECONDS
-) -> Job | None:
-    """Take the oldest due job (or one whose lease ran out); commits the claim.
+def claim_due(
+    session: Session,
+    kinds: set[str] | None = None,
+    lease_seconds: float = LEASE_SECONDS,
+    batch_sizes: Mapping[str, int] | None = None,
+) -> list[Job]:
+    """Take the oldest due job (or one whose lease ran out), and, if its kind has a batch
+    size, more due jobs of that kind up to it; commits the claim. [] if none is due.
 
-    The lease outlives any run of a job; if the worker dies, the job is claimed again when
+    The lease outlives any run of a job; if the worker dies, the jobs are claimed again when
     it runs out.
     """
     now = utc_now()
-    due = (
-        select(JobRow.job_id)
-        .where(
-            or_(
-                (JobRow.status == "pending") & (JobRow.run_after <= now),
-                (JobRow.status == "running") & (JobRow.lease_until < now),
-            )
-        )
-        .order_by(JobRow.run_after, JobRow.job_id)
-        .limit(8)
+    claimable = or_(
+        (JobRow.status == "pending") & (JobRow.run_after <= now),
+        (JobRow.status == "running") & (JobRow.lease_until < now),
     )
+    due = select(JobRow.job_id, JobRow.kind).where(claimable)
     if kinds:
         due = due.where(JobRow.kind.in_(kinds))
-    for job_id in session.scalars(due).all():
-        claimed = session.execute(
+    due = due.order_by(JobRow.run_after, JobRow.job_id)
+    candidates = session.execute(due.limit(8)).all()
+    if candidates:
+        size = (batch_sizes or {}).get(candidates[0].kind, 1)
+        if size > 1:
+            same_kind = due.where(JobRow.kind == candidates[0].kind).limit(size)
+            candidates = session.execute(same_kind).all()
+    claimed: list[int] = []
+    for job_id, kind in candidates:
+        if claimed and kind != candidates[0].kind:
+            break
+        taken = session.execute(
             update(JobRow)
-            .where(
-                JobRow.job_id == job_id,
-                or_(
-                    JobRow.status == "pending",
-                    (JobRow.status == "running") & (JobRow.lease_until < now),
-                ),
-            )
+            .where(JobRow.job_id == job_id, claimable)
             .values(
                 status="running",
                 attempts=JobRow.attempts + 1,
@@ -103,13 +106,17 @@ def claim_next(
                 updated_at=now,
             )
         )
-        if claimed.rowcount == 1:  # type: ignore[attr-defined]
-            session.commit()
-            row = session.get(JobRow, job_id)
-            assert row is not None
-            return Job(row.job_id, row.kind, row.subject, row.attempts, row.max_attempts)
-    session.rollback()
-    return None
+        if taken.rowcount == 1:  # type: ignore[attr-defined]
+            claimed.append(job_id)
+            if (batch_sizes or {}).get(kind, 1) <= len(claimed):
+                break
+    if not claimed:
+        session.rollback()
+        return []
+    session.commit()
+    rows = session.scalars(select(JobRow).where(JobRow.job_id.in_(claimed))).all()
+    jobs = {r.job_id: Job(r.job_id, r.kind, r.subject, r.attempts, r.max_attempts) for r in rows}
+    return [jobs[job_id] for job_id in claimed]
 
 
 def mark_done(session: Session, job: Job) -> None:

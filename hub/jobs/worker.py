@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub.jobs.outbox import LEASE_SECONDS, Job, claim_next, mark_failed
+from hub.jobs.outbox import LEASE_SECONDS, Job, claim_due, mark_failed
 
 log = logging.getLogger("hub.jobs")
 
@@ -38,8 +38,11 @@ class JobWorker:
         *,
         poll_seconds: float = 0.5,
         lease_seconds: float = LEASE_SECONDS,
+        batch_sizes: Mapping[str, int] | None = None,
     ) -> None:
         self.sessions = sessions
+        self.batch_sizes = dict(batch_sizes or {})
+        """Kinds whose jobs run many to a transaction (one commit for all), and how many."""
         self.handlers = handlers
         self.poll_seconds = poll_seconds
         self.lease_seconds = lease_seconds
@@ -51,35 +54,41 @@ class JobWorker:
         """A job was just enqueued: look now rather than at the next poll."""
         self._wake.set()
 
-    def run_once(self) -> bool:
-        """Run one due job if there is one; True if one ran."""
+    def run_once(self) -> int:
+        """Run the oldest due job, or a batch of due jobs of a batched kind, in one
+        transaction (a savepoint each); returns how many ran (0: none was due)."""
         with self.sessions() as session:
-            job = claim_next(session, set(self.handlers), self.lease_seconds)
-            if job is None:
-                return False
+            jobs = claim_due(session, set(self.handlers), self.lease_seconds, self.batch_sizes)
+            failures: list[tuple[Job, Exception]] = []
+            for job in jobs:
+                savepoint = session.begin_nested()
+                try:
+                    self.handlers[job.kind](session, job)
+                    savepoint.commit()
+                except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job
+                    savepoint.rollback()
+                    failures.append((job, exc))
             try:
-                self.handlers[job.kind](session, job)
                 session.commit()
-            except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job
+            except Exception as lost:  # noqa: BLE001 - nothing of the batch was kept
                 session.rollback()
-                retryable = exc.retryable if isinstance(exc, JobFailed) else True
-                reason = str(exc) if isinstance(exc, JobFailed) else type(exc).__name__
-                status = mark_failed(session, job, reason, retryable=retryable)
-                session.commit()
-                log.warning(
-                    "job %s (%s) failed, now %s: %s",
-                    job.job_id,
-                    job.kind,
-                    status,
-                    reason if isinstance(exc, JobFailed) else type(exc).__name__,
-                )
-            return True
+                failures = [(job, lost) for job in jobs]
+            for job, error in failures:
+                self._record_failure(session, job, error)
+            return len(jobs)
+
+    def _record_failure(self, session: Session, job: Job, exc: Exception) -> None:
+        retryable = exc.retryable if isinstance(exc, JobFailed) else True
+        reason = str(exc) if isinstance(exc, JobFailed) else type(exc).__name__
+        status = mark_failed(session, job, reason, retryable=retryable)
+        session.commit()
+        log.warning("job %s (%s) failed, now %s: %s", job.job_id, job.kind, status, reason)
 
     def run_until_idle(self, limit: int = 100_000) -> int:
         """Run due jobs until none is left (tests, batch files); returns how many ran."""
         ran = 0
-        while ran < limit and self.run_once():
-            ran += 1
+        while ran < limit and (batch := self.run_once()):
+            ran += batch
         return ran
 
     def start(self) -> None:

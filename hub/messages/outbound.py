@@ -2,6 +2,7 @@
 backoff, and after `max_attempts` leave the message in the dead letters for replay.
 
 A delivery is confirmed only by the peer's ACK to that message's control id (MSA-2).
+A destination can also be the way back to senders (`answers_for`): see `return_channel`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import ssl
 import threading
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session
 
 from connectors.base import DeliveryResult
@@ -39,6 +40,41 @@ class MllpDestination(BaseModel):
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
     ack_timeout_seconds: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=8, ge=1)
+    answers_for: list[str] = Field(default_factory=list)
+    """The senders this destination is the way back to, each `APPLICATION/FACILITY`: MSH-3
+    and MSH-4 of their messages (the namespace ids, compared exactly), written as the message
+    log writes a sender (`EHR/ST-MARY`). `*` stands for any application or any facility; a
+    bare `APPLICATION` means `APPLICATION/*`. Where several destinations answer for a sender,
+    the first one (in configuration order) with the flag in question on carries the message."""
+    application_acks: bool = True
+    """Send the application ACKs that these senders ask for in MSH-16 (enhanced mode)."""
+    order_status_updates: bool = False
+    """Send OSU^O51 when a case opened by a referral from these senders changes state."""
+
+    @field_validator("answers_for")
+    @classmethod
+    def _sender_patterns(cls, patterns: list[str]) -> list[str]:
+        normalised = []
+        for pattern in patterns:
+            parts = [part.strip() for part in pattern.split("/")]
+            if len(parts) > 2 or not all(parts):
+                raise ValueError(
+                    f"'{pattern}' is not a sender: write APPLICATION/FACILITY (MSH-3/MSH-4), "
+                    "either part may be '*'"
+                )
+            normalised.append("/".join(parts))
+        return normalised
+
+    def answers(self, application: str | None, facility: str | None) -> bool:
+        """Whether this destination is the way back to the sender MSH-3 `application`,
+        MSH-4 `facility`."""
+        for pattern in self.answers_for:
+            wanted_application, _, wanted_facility = pattern.partition("/")
+            if wanted_application in ("*", application or "") and (
+                wanted_facility in ("", "*", facility or "")
+            ):
+                return True
+        return False
 
 
 def queue_outbound(session: Session, destination: MllpDestination, payload: bytes) -> int:

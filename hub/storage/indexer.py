@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from hub.fhir.dates import EARLIEST, LATEST, date_range
 from hub.fhir.search_parameters import SearchParameter, search_parameters
@@ -15,8 +14,7 @@ from hub.fhir.search_parameters import SearchParameter, search_parameters
 ANY_REFERENCE = "_reference"
 
 
-@dataclass(frozen=True)
-class IndexValue:
+class IndexValue(NamedTuple):
     """One row of the search index, before it is tied to its resource."""
 
     param: str
@@ -44,16 +42,17 @@ def split_reference(reference: str) -> tuple[str, str] | None:
 
 
 def index_values(resource_type: str, resource: dict[str, Any]) -> list[IndexValue]:
-    """All index rows of `resource` (deduplicated), for the parameters of its type."""
-    rows: set[IndexValue] = set()
+    """All index rows of `resource` (deduplicated, in a stable order), for the parameters of
+    its type."""
+    rows: dict[IndexValue, None] = {}
     for param in search_parameters().get(resource_type, {}).values():
         for value in param.evaluate(resource):
-            rows.update(_values_of(param, value))
+            rows.update(dict.fromkeys(_values_of(param, value)))
     for reference in _all_references(resource):
         target = split_reference(reference)
         if target:
-            rows.add(IndexValue(ANY_REFERENCE, system=target[0], value=target[1]))
-    return sorted(rows, key=repr)
+            rows[IndexValue(ANY_REFERENCE, system=target[0], value=target[1])] = None
+    return list(rows)
 
 
 def _values_of(param: SearchParameter, value: Any) -> Iterator[IndexValue]:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, select, tuple_
+from sqlalchemy import ColumnElement, delete, event, func, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, UOWTransaction
 
 from hub.errors import Conflict, Gone, NotFound, PreconditionFailed
 from hub.fhir.dates import instant, utc_now
@@ -47,6 +47,39 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+# Versions and index rows are written with one executemany per table when the session
+# flushes, not as ORM objects (an ORM object costs ~10x a row: a mapped message writes ~200).
+# Each write also adds or changes its ResourceRow through the ORM, so a session holding
+# pending rows always has something to flush: a query's autoflush, a savepoint or a commit
+# writes them at the right moment.
+_PENDING = "hub.pending_rows"
+
+
+def _pending(session: Session) -> dict[str, list[dict[str, Any]]]:
+    pending: dict[str, list[dict[str, Any]]] = session.info.setdefault(
+        _PENDING, {"versions": [], "index": []}
+    )
+    return pending
+
+
+@event.listens_for(Session, "after_flush")
+def _write_pending_rows(session: Session, _flush: UOWTransaction) -> None:
+    pending = session.info.get(_PENDING)
+    if not pending:
+        return
+    connection = session.connection()
+    if pending["versions"]:
+        connection.execute(insert(ResourceVersionRow), pending["versions"])
+    if pending["index"]:
+        connection.execute(insert(SearchIndexRow), pending["index"])
+    session.info.pop(_PENDING)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_pending_rows(session: Session, _transaction: object) -> None:
+    session.info.pop(_PENDING, None)
+
+
 class ResourceRepository:
     """Create, read, update, delete and history of FHIR resources in `session`."""
 
@@ -63,12 +96,12 @@ class ResourceRepository:
             raise NotFound(f"{resource_type}/{resource_id} is not known.")
         if row.deleted:
             raise Gone(f"{resource_type}/{resource_id} was deleted (version {row.version_id}).")
-        return _stored(row)
+        return stored_from_row(row)
 
     def find(self, resource_type: str, resource_id: str) -> StoredResource | None:
         """The current version, or None if it does not exist or was deleted."""
         row = self.session.get(ResourceRow, (resource_type, resource_id))
-        return None if row is None or row.deleted else _stored(row)
+        return None if row is None or row.deleted else stored_from_row(row)
 
     def vread(self, resource_type: str, resource_id: str, version_id: int) -> StoredResource:
         row = self.session.get(ResourceVersionRow, (resource_type, resource_id, version_id))
@@ -76,7 +109,7 @@ class ResourceRepository:
             raise NotFound(f"{resource_type}/{resource_id} has no version {version_id}.")
         if row.deleted:
             raise Gone(f"Version {version_id} of {resource_type}/{resource_id} is a deletion.")
-        return _stored(row)
+        return stored_from_row(row)
 
     def history(
         self,
@@ -115,7 +148,7 @@ class ResourceRepository:
             .limit(count)
             .offset(offset)
         )
-        return [_stored(row) for row in rows], total
+        return [stored_from_row(row) for row in rows], total
 
     # -- writes ------------------------------------------------------------------------
     def create(
@@ -153,6 +186,12 @@ class ResourceRepository:
                 f"{resource_type}/{resource_id} is at version {row.version_id}, "
                 f"not {if_match} (If-Match)."
             )
+        current = stored_from_row(row)
+        if not row.deleted and _unversioned(current.content) == _unversioned(
+            {**resource, "id": resource_id}
+        ):
+            # As HAPI does: the same content again (a result message resent) is no new version.
+            return current, False
         stored = self._write(
             resource_type, resource_id, resource, row.version_id + 1, "PUT", deleted=False
         )
@@ -194,43 +233,40 @@ class ResourceRepository:
         stored = StoredResource(
             resource_type, resource_id, version_id, now, deleted, content, method
         )
-        self.session.add(
-            ResourceVersionRow(
-                res_type=resource_type,
-                res_id=resource_id,
-                version_id=version_id,
-                last_updated=now,
-                deleted=deleted,
-                method=method,
-                written_by=self.author,
-                content=json.dumps(content, separators=(",", ":")),
-            )
+        pending = _pending(self.session)
+        pending["versions"].append(
+            {
+                "res_type": resource_type,
+                "res_id": resource_id,
+                "version_id": version_id,
+                "last_updated": now,
+                "deleted": deleted,
+                "method": method,
+                "written_by": self.author,
+                "content": json.dumps(content, separators=(",", ":")),
+            }
         )
-        self._reindex(stored)
-        return stored
-
-    def _reindex(self, stored: StoredResource) -> None:
-        if stored.version_id > 1:  # a new resource has no index rows yet
+        if version_id > 1:  # a new resource has no index rows yet
             self.session.execute(
                 delete(SearchIndexRow).where(
-                    SearchIndexRow.res_type == stored.resource_type,
-                    SearchIndexRow.res_id == stored.resource_id,
+                    SearchIndexRow.res_type == resource_type,
+                    SearchIndexRow.res_id == resource_id,
                 )
             )
-        if stored.deleted:
-            return
-        for value in index_values(stored.resource_type, stored.content):
-            self.session.add(
-                SearchIndexRow(
-                    res_type=stored.resource_type,
-                    res_id=stored.resource_id,
-                    param=value.param,
-                    system=value.system,
-                    value=value.value,
-                    low=value.low,
-                    high=value.high,
-                )
-            )
+        if not deleted:
+            pending["index"] += [
+                {
+                    "res_type": resource_type,
+                    "res_id": resource_id,
+                    "param": value.param,
+                    "system": value.system,
+                    "value": value.value,
+                    "low": value.low,
+                    "high": value.high,
+                }
+                for value in index_values(resource_type, content)
+            ]
+        return stored
 
     def _flush(self, conflict_message: str) -> None:
         try:
@@ -239,7 +275,8 @@ class ResourceRepository:
             raise Conflict(conflict_message) from exc
 
 
-def _stored(row: ResourceRow | ResourceVersionRow) -> StoredResource:
+def stored_from_row(row: ResourceRow | ResourceVersionRow) -> StoredResource:
+    """The StoredResource a current or historical row holds."""
     method = row.method if isinstance(row, ResourceVersionRow) else "GET"
     return StoredResource(
         row.res_type,
@@ -250,6 +287,15 @@ def _stored(row: ResourceRow | ResourceVersionRow) -> StoredResource:
         json.loads(row.content),
         method,
     )
+
+
+def _unversioned(content: dict[str, Any]) -> dict[str, Any]:
+    """`content` without what each version sets itself (meta.versionId, meta.lastUpdated)."""
+    meta = {k: v for k, v in (content.get("meta") or {}).items() if k not in _VERSION_META}
+    return {**{k: v for k, v in content.items() if k != "meta"}, "meta": meta}
+
+
+_VERSION_META = frozenset({"versionId", "lastUpdated"})
 
 
 def _current_row(stored: StoredResource) -> ResourceRow:

@@ -20,7 +20,7 @@ from hub.errors import InvalidRequest, UnknownSearchParameter
 from hub.fhir.dates import date_range
 from hub.fhir.search_parameters import SearchParameter, search_parameters
 from hub.storage.indexer import normalise_text, split_reference
-from hub.storage.repository import StoredResource, _stored
+from hub.storage.repository import StoredResource, stored_from_row
 from hub.storage.tables import ResourceRow, SearchIndexRow
 
 # Parameters that shape the result rather than select resources; _format and _pretty are
@@ -228,7 +228,7 @@ class SearchRunner:
             select_matches = select_matches.where(visible(query.resource_type))
         ordered = select_matches.order_by(*_order(query.sort)).limit(query.count)
         rows = list(self.session.scalars(ordered.offset(query.offset)))
-        matches = [_stored(row) for row in rows]
+        matches = [stored_from_row(row) for row in rows]
         total = len(matches)
         if with_total:
             count = select(func.count()).select_from(select_matches.subquery())
@@ -313,7 +313,7 @@ class SearchRunner:
                 statement = statement.where(visible(target_type))
             row = self.session.scalar(statement)
             if row is not None:
-                included.append(_stored(row))
+                included.append(stored_from_row(row))
         return included
 
 

@@ -4,6 +4,9 @@ Hook points (called by FhirInteractions, inside the caller's transaction):
 - `check_write(resource_type, new, old)`: before a Task is stored, refuse illegal moves;
 - `after_write(stored)`: note referrals and referrer Tasks written in this unit of work;
 - `finish()`: open a case for each new referral, recording every move with a Provenance.
+
+Every move of a case is also passed on to the session's listeners (`case_events`), e.g. the
+return channel that tells an HL7 v2 referrer of the new state.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from hub.security.principal import Principal
 from hub.storage.indexer import split_reference
 from hub.storage.repository import ResourceRepository, StoredResource
 from hub.storage.search import Criterion, SearchQuery, SearchRunner
+from hub.workflow.case_events import case_moved
 from hub.workflow.case_states import (
     BUSINESS_STATUS_DISPLAY,
     OPENING_STATUS,
@@ -238,7 +242,10 @@ class CaseWorkflow:
         return stored
 
     def _record(self, task: StoredResource, old: StoredResource | None) -> None:
-        """A Provenance for one version of a case Task: who moved it, when, from what to what."""
+        """A Provenance for one version of a case Task: who moved it, when, from what to what.
+
+        A move (`old` given) is then passed on to the session's case listeners.
+        """
         before = "(new)" if old is None else _state_text(old.content)
         provenance: dict[str, Any] = {
             "resourceType": "Provenance",
@@ -261,6 +268,8 @@ class CaseWorkflow:
         if reason:
             provenance["reason"] = [{"text": reason}]
         self.repository.create("Provenance", provenance)
+        if old is not None:
+            case_moved(self.repository.session, task, old)
 
 
 def _agent(principal: Principal | None) -> dict[str, Any]:

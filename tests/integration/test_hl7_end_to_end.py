@@ -187,3 +187,36 @@ def test_a_batch_file_is_taken_message_by_message_with_a_report(hub):
     ]
     assert report["problems"] == []
     assert worker.run_until_idle() == 2
+
+
+def test_a_corrected_result_is_a_new_version_and_a_resent_one_is_not(hub, tmp_path):
+    client, port, worker, settings = hub
+    corrected = (
+        MESSAGES["ORU-1"]
+        .replace("|ORU-1|", "|ORU-2|")
+        .replace("||9.1|g/dL^^UCUM|11.5-15.5|L|||F", "||9.4|g/dL^^UCUM|11.5-15.5|L|||C")
+    )
+    resent = MESSAGES["ORU-1"].replace("|ORU-1|", "|ORU-3|")  # same content, new control id
+    # The referral opens a case, so that a case manager may read the child's results.
+    mllp_send(port, [MESSAGES["REF-1"], MESSAGES["ORU-1"], corrected, resent], tmp_path)
+    assert worker.run_until_idle() == 4
+    manager = bearer(
+        settings,
+        subject="cm-1",
+        roles=("case-manager",),
+        scope="user/*.cruds",
+        programs=("oncology",),
+    )
+    found = client.get("/fhir/Observation", params={"code": "718-7"}, headers=manager).json()
+    assert found["total"] == 1
+    hemoglobin = found["entry"][0]["resource"]
+    # ORU-3 resent the first values, so they are current again: a third version.
+    assert (hemoglobin["status"], hemoglobin["valueQuantity"]["value"]) == ("final", 9.1)
+    history = client.get(f"/fhir/Observation/{hemoglobin['id']}/_history", headers=manager).json()
+    assert [
+        (e["resource"]["meta"]["versionId"], e["resource"]["status"]) for e in history["entry"]
+    ] == [("3", "final"), ("2", "corrected"), ("1", "final")]
+    platelets = client.get("/fhir/Observation", params={"code": "777-3"}, headers=manager).json()
+    assert platelets["entry"][0]["resource"]["meta"]["versionId"] == "1"  # never changed
+    reports = client.get("/fhir/DiagnosticReport", headers=manager).json()
+    assert reports["total"] == 1

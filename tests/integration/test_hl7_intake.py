@@ -3,11 +3,15 @@ with an ERR segment, enhanced acknowledgement modes."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+
+import psycopg
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from connectors.base import Envelope
-from hub.messages.intake import MAP_JOB, Hl7Intake
+from hub.messages.intake import INLINE_DECIDE_BYTES, MAP_JOB, Hl7Intake
 from hub.storage.db import make_engine, make_session_factory
 from hub.storage.tables import JobRow, MessageRow
 from mappings.hl7v2.tokenizer import parse_message
@@ -32,13 +36,24 @@ def oru(
 @pytest.fixture
 def intake(database_url):
     engine = make_engine(database_url)
-    yield Hl7Intake(make_session_factory(engine))
+    intake = Hl7Intake(make_session_factory(engine))
+    yield intake
+    intake.close()
     engine.dispose()
 
 
+def envelope(payload: bytes, peer: str = "127.0.0.1:5000") -> Envelope:
+    return Envelope(payload, transport="mllp", channel="lab-feed", peer=peer)
+
+
 def receive(intake: Hl7Intake, payload: bytes):
-    return intake.receive(
-        Envelope(payload, transport="mllp", channel="lab-feed", peer="127.0.0.1:5000")
+    return intake.receive(envelope(payload))
+
+
+async def deliver_together(intake: Hl7Intake, payloads: list[bytes]) -> list[bytes]:
+    """Hand the messages over as listeners do, all at once, as from as many connections."""
+    return await asyncio.gather(
+        *(intake(envelope(p, peer=f"127.0.0.1:{6000 + n}")) for n, p in enumerate(payloads))
     )
 
 
@@ -153,3 +168,75 @@ def test_latin1_and_utf8_messages_are_read_by_msh18(intake):
         assert ack_fields(result.ack)["MSH"][8] == "ACK^R01^ACK"
     unknown = f"{msh}||KLINGON\r{rest}".encode()
     assert ack_fields(receive(intake, unknown).ack)["MSA"][0] == "AR"
+
+
+def duplicates_of(intake: Hl7Intake, message_id: int) -> int:
+    with intake.sessions() as session:
+        return session.get(MessageRow, message_id).duplicates
+
+
+def test_one_group_stores_the_new_and_answers_the_repeated_in_order(intake):
+    earlier = receive(intake, oru("OLD"))
+    results = intake.receive_many(
+        [
+            envelope(oru("NEW-1")),
+            envelope(oru("OLD")),  # stored before
+            envelope(b"not HL7"),
+            envelope(oru("NEW-1")),  # repeated within the group
+            envelope(oru("NEW-2", version="2.9")),
+        ]
+    )
+    assert [ack_fields(r.ack)["MSA"][:2] for r in results] == [
+        ["AA", "NEW-1"],
+        ["AA", "OLD"],
+        ["AR", ""],
+        ["AA", "NEW-1"],
+        ["AR", "NEW-2"],
+    ]
+    assert [r.duplicate for r in results] == [False, True, False, True, False]
+    assert (results[1].message_id, results[1].ack) == (earlier.message_id, earlier.ack)
+    assert (results[3].message_id, results[3].ack) == (results[0].message_id, results[0].ack)
+    assert counts(intake) == (4, 2)  # OLD, NEW-1, the AR'd two; jobs for OLD and NEW-1
+    assert duplicates_of(intake, earlier.message_id) == 1
+    assert duplicates_of(intake, results[0].message_id) == 1
+
+
+def test_messages_handed_over_together_each_get_their_own_ack(intake):
+    payloads = [oru(f"C-{n}") for n in range(40)] + [oru("C-3"), b"garbage"]
+    acks = asyncio.run(deliver_together(intake, payloads))
+    answered = [ack_fields(ack)["MSA"][:2] for ack in acks]
+    assert answered == [["AA", f"C-{n}"] for n in range(40)] + [["AA", "C-3"], ["AR", ""]]
+    assert acks[40] == acks[3]  # the duplicate gets the first ACK again
+    assert counts(intake) == (41, 40)
+    with intake.sessions() as session:
+        stored = dict(session.execute(select(MessageRow.control_id, MessageRow.raw)).all())
+    assert all(stored[f"C-{n}"] == payloads[n] for n in range(40))
+
+
+def test_a_message_with_a_large_document_is_stored_whole(intake):
+    document = "A" * (INLINE_DECIDE_BYTES + 1000)
+    payload = oru("BIG") + f"OBX|2|ED|11502-2^Report^LN||^AP^PDF^Base64^{document}|||||F\r".encode()
+    [ack] = asyncio.run(deliver_together(intake, [payload]))
+    assert ack_fields(ack)["MSA"][:2] == ["AA", "BIG"]
+    with intake.sessions() as session:
+        assert session.scalar(select(MessageRow.raw)) == payload
+
+
+def test_no_ack_while_the_log_cannot_take_messages_and_acks_again_after(intake, database_url):
+    engine = make_engine(database_url)
+    try:
+        asyncio.run(deliver_together(intake, [oru("BEFORE")]))  # the writer is connected
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE message_log RENAME TO message_log_away"))
+        try:
+            with pytest.raises((sqlite3.Error, psycopg.Error)):
+                asyncio.run(deliver_together(intake, [oru("DURING")]))
+        finally:
+            with engine.begin() as connection:
+                connection.execute(text("ALTER TABLE message_log_away RENAME TO message_log"))
+        [ack] = asyncio.run(deliver_together(intake, [oru("AFTER")]))
+    finally:
+        engine.dispose()
+    assert ack_fields(ack)["MSA"][:2] == ["AA", "AFTER"]
+    with intake.sessions() as session:
+        assert set(session.scalars(select(MessageRow.control_id))) == {"BEFORE", "AFTER"}

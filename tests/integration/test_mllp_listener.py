@@ -270,6 +270,50 @@ def test_allowed_sender_by_address_or_network_is_served() -> None:
             assert_serves(listener.bound_port)
 
 
+# --- (c') connection limit -----------------------------------------------------------------
+
+
+def test_a_connection_beyond_max_connections_is_closed_and_the_others_are_served(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="connectors.hl7v2_mllp")
+    limit = 3
+    with serving(max_connections=limit) as (listener, thread):
+        port = listener.bound_port
+        held = [connect(port) for _ in range(limit)]
+        decoders = [MllpFrameDecoder() for _ in held]
+        try:
+            # An ACK on each proves the listener has taken all three in.
+            for n, (sock, decoder) in enumerate(zip(held, decoders, strict=True)):
+                sock.sendall(frame(hl7_message(f"HELD-{n}")))
+                assert answered_id(read_frames(sock, 1, decoder)[0]) == f"HELD-{n}"
+            with connect(port) as extra:
+                extra_port = extra.getsockname()[1]
+                send(extra, frame(hl7_message("ONE-TOO-MANY")))
+                assert is_closed_without_answer(extra)
+            for n, (sock, decoder) in enumerate(zip(held, decoders, strict=True)):
+                sock.sendall(frame(hl7_message(f"AFTER-{n}")))
+                assert answered_id(read_frames(sock, 1, decoder)[0]) == f"AFTER-{n}"
+            stats = listener.stats
+            assert (stats.open_connections, stats.refused_over_limit) == (limit, 1)
+            # Once one of them has gone, a new connection is served again.
+            held.pop().close()
+
+            async def one_gone() -> None:
+                while listener.stats.open_connections >= limit:
+                    await asyncio.sleep(0.01)
+
+            thread.run(one_gone())
+            assert_serves(port)
+        finally:
+            for sock in held:
+                sock.close()
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert refusals == [
+        f"MLLP test-mllp refused a connection from 127.0.0.1:{extra_port}: {limit} connections open"
+    ]
+
+
 # --- (d) oversized frames ------------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from tests.fhir_client import patient, post, row_counts
+from tests.fhir_client import patient, post, referral, row_counts
 
 BASE = "http://testserver/fhir"
 PATIENT_URN = "urn:uuid:9a4f0c1e-2b3d-4e5f-8a6b-7c8d9e0f1a2b"
@@ -177,10 +177,16 @@ def test_conditional_create_in_a_transaction_reuses_the_existing_resource(client
     assert second_observation["subject"]["reference"] == patient_ref
     assert second_observation["valueQuantity"]["value"] == 12.5
 
+    # Once the child has a case, what the caller may see is a subquery on the index: the
+    # conditional match must still find the patient (and only once).
+    post(client, referral(patient_ref))
+    third = run(13.1)
+    assert third[0]["response"]["location"] == f"{BASE}/{patient_ref}/_history/1"
+
     matches = search(client, f"Patient?identifier={MRN_SYSTEM}|MRN-77")
     assert matches["total"] == 1
     observations = search(client, f"Observation?subject={patient_ref}")
-    assert observations["total"] == 2
+    assert observations["total"] == 3
 
 
 def test_a_transaction_whose_last_entry_fails_stores_nothing(client, database_url):

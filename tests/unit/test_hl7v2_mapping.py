@@ -287,9 +287,12 @@ def test_observation_identifiers_are_the_set_id_within_the_order():
     assert values[-1] == "LAB-26-300412-OBX-5"
     cbc, chemistry = resources(result, "DiagnosticReport")
     assert len(cbc["result"]) == 10 and len(chemistry["result"]) == 5
-    assert entry_of(result, cbc)["request"]["ifNoneExist"] == (
-        "identifier=https://riverbend-childrens.example/fhir/sid/lab-accession|LAB-26-300411"
-    )
+    # A conditional update: the same order sent again (final, corrected) is a new version.
+    assert entry_of(result, cbc)["request"] == {
+        "method": "PUT",
+        "url": "DiagnosticReport?identifier="
+        "https://riverbend-childrens.example/fhir/sid/lab-accession|LAB-26-300411",
+    }
 
 
 def test_notes_on_results_and_escape_sequences():

@@ -55,6 +55,7 @@ def test_allowed_senders_are_addresses_or_networks(address: str, allowed: bool) 
         {"port": 70000},
         {"max_message_bytes": 0},
         {"idle_timeout_seconds": 0},
+        {"max_connections": 0},
         {"name": ""},
         {"unknown": 1},
     ],
