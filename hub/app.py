@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from hub.api import admin, auth, case_operations, fhir_rest, health
+from hub.api import admin, auth, case_operations, dicomweb, fhir_rest, health, imaging
 from hub.api.deps import HubState
 from hub.api.errors import install_error_handlers
 from hub.api.middleware import install_middleware
@@ -32,11 +32,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         rate_limiter=RateLimiter(settings.rate_limit_per_minute),
     )
     install_error_handlers(app)
-    install_middleware(app)
+    install_middleware(app, settings.cors_origins)
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(fhir_rest.public)
     app.include_router(case_operations.router)
     app.include_router(fhir_rest.router)
     app.include_router(admin.router)
+    app.include_router(dicomweb.router)
+    app.include_router(imaging.router)
     return app

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from pathlib import Path
 
 from fastapi import FastAPI
 
+from connectors.dimse import StorageScp
 from connectors.hl7v2_mllp import MllpListener
+from dicom.store import ContentStore
+from hub.imaging.attach import attach_study_job
+from hub.imaging.importer import ATTACH_JOB, DicomImporter
+from hub.imaging.media import process_media_folder
+from hub.imaging.pull import PULL_JOB, pull_imaging_job
+from hub.imaging.push import PushIntake
 from hub.jobs.worker import JobHandler, JobWorker
 from hub.messages.batch import process_folder
 from hub.messages.intake import MAP_JOB, Hl7Intake
@@ -40,7 +46,17 @@ def job_handlers(settings: Settings) -> dict[str, JobHandler]:
             partial(map_hl7_message, models=settings.hl7_model_validation)
         ),
         DELIVER_JOB: deliver_hl7_job(deliveries),
+        ATTACH_JOB: attach_study_job(dicom_store(settings), settings.dicomweb_url),
+        PULL_JOB: pull_imaging_job(
+            settings.imaging_sources,
+            dicom_store(settings),
+            settings.dicom_scp.ae_title if settings.dicom_scp else None,
+        ),
     }
+
+
+def dicom_store(settings: Settings) -> ContentStore:
+    return ContentStore(settings.dicom_store_dir)
 
 
 @asynccontextmanager
@@ -63,24 +79,53 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     for listener in listeners:
         await listener.start()
     folder = state.settings.hl7_batch_folder
-    watcher = asyncio.create_task(_watch(intake, folder)) if folder else None
+    watcher = (
+        asyncio.create_task(_every(partial(process_folder, intake, folder))) if folder else None
+    )
+    importer = DicomImporter(state.sessions, dicom_store(state.settings))
+    app.state.dicom_importer = importer
+    scp = _storage_scp(state.settings, importer)
+    app.state.storage_scp = scp
+    media = state.settings.dicom_media_folder
+    media_watcher = (
+        asyncio.create_task(_every(partial(process_media_folder, importer, media)))
+        if media
+        else None
+    )
     try:
         yield
     finally:
-        if watcher:
-            watcher.cancel()
+        if scp:
+            scp.stop()
+        for task in (watcher, media_watcher):
+            if task:
+                task.cancel()
         for listener in listeners:
             await listener.stop()
         if worker:
             worker.stop()
 
 
-async def _watch(intake: Hl7Intake, folder: Path, poll_seconds: float = 2.0) -> None:
-    """The batch-file drop folder: every `poll_seconds`, process what has settled there."""
-    folder.mkdir(parents=True, exist_ok=True)
+def _storage_scp(settings: Settings, importer: DicomImporter) -> StorageScp | None:
+    if settings.dicom_scp is None:
+        return None
+    push = PushIntake(importer)
+    scp = StorageScp(
+        settings.dicom_scp,
+        staging=importer.store.staging_file,
+        on_instance=push.on_instance,
+        on_released=push.on_released,
+    )
+    scp.start()
+    log.info("DICOM Storage SCP %s on port %d", settings.dicom_scp.ae_title, scp.bound_port)
+    return scp
+
+
+async def _every(process: Callable[[], int], poll_seconds: float = 2.0) -> None:
+    """A drop folder: every `poll_seconds`, process what has settled there."""
     while True:
         try:
-            await asyncio.to_thread(process_folder, intake, folder)
+            await asyncio.to_thread(process)
         except OSError as exc:
-            log.error("batch folder %s: %s", folder, type(exc).__name__)
+            log.error("drop folder: %s", type(exc).__name__)
         await asyncio.sleep(poll_seconds)

@@ -11,7 +11,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from connectors.dimse import StorageScpConfig
 from connectors.hl7v2_mllp import MllpListenerConfig
+from hub.imaging.sources import ImagingSources
 from hub.messages.outbound import MllpDestination
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -89,6 +91,9 @@ class Settings(BaseSettings):
     trusted_issuers: list[TrustedIssuer] = Field(default_factory=list)
     token_lifetime_seconds: int = Field(default=300, ge=60, le=3600)
     clock_skew_seconds: int = Field(default=60, ge=0, le=300)
+    cors_origins: list[str] = Field(default_factory=list)
+    """Web origins (e.g. https://viewer.hospital.example, an OHIF viewer) whose pages may
+    call the API and the DICOMweb service from the browser. None by default."""
     rate_limit_per_minute: int = Field(default=1200, gt=0)
     job_lease_seconds: float = Field(default=120.0, gt=0)
     """How long a claimed job is a worker's; after a crash it is retried when this runs out."""
@@ -102,6 +107,20 @@ class Settings(BaseSettings):
     models by the test suite (every sample message variant and golden file), and every
     message's JSON types, required codes and references are still checked when stored."""
     hl7_batch_folder: Path | None = None
+    dicom_store_dir: Path = REPO_ROOT / "var" / "dicom"
+    """The content-addressed file store of DICOM instances (and its staging folder)."""
+    imaging_sources: ImagingSources = Field(default_factory=ImagingSources)
+    """Outside PACS the hub pulls a case's studies from: `dicomweb` (base_url, auth with
+    the secret from an environment variable) and `dimse` (host, port, AE titles, c-get or
+    c-move) lists."""
+    max_media_bytes: int = Field(default=16 * 1024**3, gt=0)
+    """The largest patient CD (zip) `POST /imaging/media` takes: a DVD holds 8.5 GB."""
+    dicom_media_folder: Path | None = None
+    """A watched folder for patient CDs: a zip or a copied CD folder dropped here is
+    imported, then moved to done/ or failed/ with its report."""
+    dicom_scp: StorageScpConfig | None = None
+    """The hub's Storage SCP (AE title, host, port, allowed calling AEs): pushes from
+    outside PACS and modalities, and the destination of the hub's C-MOVEs."""
     """A folder watched for HL7 batch files (FHS/BHS … BTS/FTS); done/ and failed/ beside."""
     mllp_destinations: list[MllpDestination] = Field(default_factory=list)
     """HL7 v2 peers the hub delivers to (opinions, status updates), by name."""
@@ -125,6 +144,11 @@ class Settings(BaseSettings):
     def audience(self) -> str:
         """The `aud` every access token must carry: the FHIR base URL."""
         return (self.base_url or f"{self.origin}/fhir").rstrip("/")
+
+    @property
+    def dicomweb_url(self) -> str:
+        """The hub's own DICOMweb service (QIDO-RS, WADO-RS) for what it holds."""
+        return f"{self.origin}/dicomweb"
 
     @classmethod
     def settings_customise_sources(

@@ -86,9 +86,10 @@ def signing_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def settings(database_url: str, signing_key_file: Path) -> Settings:
+def settings(database_url: str, signing_key_file: Path, tmp_path: Path) -> Settings:
     return Settings(
         database_url=database_url,
+        dicom_store_dir=tmp_path / "dicom",
         max_request_bytes=256 * 1024,
         signing_key_file=signing_key_file,
         public_url="http://testserver",

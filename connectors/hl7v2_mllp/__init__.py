@@ -21,7 +21,12 @@ from connectors.hl7v2_mllp.framing import (
     MllpFrameDecoder,
     frame,
 )
-from connectors.hl7v2_mllp.listener import MllpListener, MllpListenerConfig, MllpTlsConfig
+from connectors.hl7v2_mllp.listener import (
+    MllpListener,
+    MllpListenerConfig,
+    MllpListenerStats,
+    MllpTlsConfig,
+)
 from connectors.hl7v2_mllp.sender import MllpSender
 
 __all__ = [
@@ -35,6 +40,7 @@ __all__ = [
     "MllpFrameDecoder",
     "MllpListener",
     "MllpListenerConfig",
+    "MllpListenerStats",
     "MllpSender",
     "MllpTlsConfig",
     "UnframeablePayload",

@@ -277,8 +277,9 @@ class MllpListener:
             logger.info("MLLP %s: %s read no ACK in time", self.config.name, connection.peer)
         else:
             logger.info("MLLP %s closed idle connection from %s", self.config.name, connection.peer)
-        # Abort rather than close: a close would wait to flush what the peer does not read.
-        # The pending read then ends with EOF, a pending drain with ConnectionResetError.
+        # Abort, not close: nothing is left to flush when reading, and when writing the peer
+        # does not read what is left (a close would wait for it, and so would a TLS close).
+        # The pending read or drain then ends, and with it the conversation.
         connection.writer.transport.abort()
 
     async def _converse(

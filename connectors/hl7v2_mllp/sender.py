@@ -106,13 +106,15 @@ class MllpSender:
         except FramingError as exc:
             raise UnsendableMessage("The message holds MLLP framing bytes.") from exc
         async with self._lock:
-            try:
-                async with asyncio.timeout(self._connect_timeout):
-                    link = await self._connected()
-            except TimeoutError:
-                return _failure(TIMEOUT, "No connection within the connect timeout.")
-            except OSError as exc:
-                return _failure(CONNECTION, f"Cannot connect: {type(exc).__name__}.")
+            link = self._link
+            if link is None or link.looks_closed():
+                try:
+                    async with asyncio.timeout(self._connect_timeout):
+                        link = await self._reconnect()
+                except TimeoutError:
+                    return _failure(TIMEOUT, "No connection within the connect timeout.")
+                except OSError as exc:
+                    return _failure(CONNECTION, f"Cannot connect: {type(exc).__name__}.")
             try:
                 async with asyncio.timeout(self._ack_timeout):
                     return await self._exchange(link, data, control_id)
@@ -139,18 +141,18 @@ class MllpSender:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def _connected(self) -> _Link:
-        if self._link is not None and self._link.looks_closed():
+    async def _reconnect(self) -> _Link:
+        """A new connection, in place of the closed one if any."""
+        if self._link is not None:
             self._drop(self._link)
-        if self._link is None:
-            reader, writer = await asyncio.open_connection(
-                self.host,
-                self.port,
-                ssl=self._tls,
-                server_hostname=(self._server_hostname or self.host) if self._tls else None,
-                limit=READ_SIZE,
-            )
-            self._link = _Link(reader, writer, self._max_message_bytes)
+        reader, writer = await asyncio.open_connection(
+            self.host,
+            self.port,
+            ssl=self._tls,
+            server_hostname=(self._server_hostname or self.host) if self._tls else None,
+            limit=READ_SIZE,
+        )
+        self._link = _Link(reader, writer, self._max_message_bytes)
         return self._link
 
     async def _exchange(self, link: _Link, data: bytes, control_id: str) -> DeliveryResult:
@@ -187,8 +189,10 @@ class MllpSender:
 
 
 def _control_id(message: bytes) -> str:
+    # MSH alone: the rest of the message can be large (embedded documents).
+    header = message.lstrip(b"\x0b").split(b"\r", 1)[0].split(b"\n", 1)[0]
     try:
-        control_id = parse_message(message).control_id
+        control_id = parse_message(header).control_id
     except Hl7ParseError as exc:
         raise UnsendableMessage("The message is not HL7 v2.") from exc
     if not control_id:

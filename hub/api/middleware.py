@@ -1,4 +1,5 @@
-"""HTTP hardening around every response: security headers and a PHI-free access log."""
+"""HTTP hardening around every response: security headers, a PHI-free access log, and CORS
+for the configured origins only."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 
 log = logging.getLogger("hub.access")
 
@@ -21,7 +23,19 @@ SECURITY_HEADERS = {
 }
 
 
-def install_middleware(app: FastAPI) -> None:
+def install_middleware(app: FastAPI, cors_origins: list[str] | None = None) -> None:
+    if cors_origins:
+        # A viewer (OHIF) or web app served from another origin reads the FHIR API and the
+        # DICOMweb service with its bearer token: only the origins configured may.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Accept", "If-Match", "Prefer"],
+            expose_headers=["ETag", "Location", "Content-Location", "Warning"],
+            max_age=600,
+        )
+
     @app.middleware("http")
     async def harden(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]

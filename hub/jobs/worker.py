@@ -1,7 +1,10 @@
 """Runs outbox jobs: a thread in the embedded hub (`hub serve`), or `hub worker` processes.
 
 Handlers form a closed table (kind → handler). A handler does its work in the session it is
-given and marks the job done there, so the effect and `done` commit together.
+given and marks the job done there, so the effect and `done` commit together. A handler that
+waits on a network peer is an `OwnTransactions`: it runs outside any transaction and opens
+short ones itself, since a transaction open on SQLite holds the one write lock (the MLLP
+intake would wait on a slow peer).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,7 +29,17 @@ class JobFailed(Exception):
         self.retryable = retryable
 
 
-JobHandler = Callable[[Session, Job], None]
+@dataclass(frozen=True)
+class OwnTransactions:
+    """A handler run outside the worker's transaction: `run(sessions, job)` opens its own
+    and marks the job done (or raises, and the worker records the failure)."""
+
+    run: Callable[[sessionmaker[Session], Job], None]
+
+
+InTransaction = Callable[[Session, Job], None]
+"""A handler run in the worker's transaction (in a savepoint of its own)."""
+JobHandler = InTransaction | OwnTransactions
 
 
 class JobWorker:
@@ -61,9 +75,17 @@ class JobWorker:
             jobs = claim_due(session, set(self.handlers), self.lease_seconds, self.batch_sizes)
             failures: list[tuple[Job, Exception]] = []
             for job in jobs:
+                handler = self.handlers[job.kind]
+                if isinstance(handler, OwnTransactions):  # never batched: one job
+                    session.close()
+                    try:
+                        handler.run(self.sessions, job)
+                    except Exception as exc:  # noqa: BLE001 - recorded on the job
+                        failures.append((job, exc))
+                    continue
                 savepoint = session.begin_nested()
                 try:
-                    self.handlers[job.kind](session, job)
+                    handler(session, job)
                     savepoint.commit()
                 except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job
                     savepoint.rollback()

@@ -13,13 +13,13 @@ import threading
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.base import DeliveryResult
 from connectors.hl7v2_mllp import MllpSender
 from hub.fhir.dates import utc_now
 from hub.jobs.outbox import Job, enqueue, mark_done, mark_failed
-from hub.jobs.worker import JobFailed, JobHandler
+from hub.jobs.worker import JobFailed, OwnTransactions
 from hub.storage.tables import MessageRow
 from mappings.hl7v2.tokenizer import parse_message
 
@@ -150,24 +150,33 @@ class MllpDeliveries:
             self._senders.clear()
 
 
-def deliver_hl7_job(deliveries: MllpDeliveries) -> JobHandler:
-    """The `deliver-hl7` job handler, bound to the configured destinations."""
+def deliver_hl7_job(deliveries: MllpDeliveries) -> OwnTransactions:
+    """The `deliver-hl7` job handler, bound to the configured destinations: no transaction
+    is open while it waits for the peer's ACK."""
 
-    def deliver(session: Session, job: Job) -> None:
-        row = session.get(MessageRow, int(job.subject))
-        if row is None:
-            raise JobFailed(f"message {job.subject} is not in the log", retryable=False)
-        result = deliveries.deliver(row.channel, row.raw)
-        row.ack = result.response or None
-        row.ack_code = (
-            result.code[:2] if result.code in ("AA", "AE", "AR", "CA", "CE", "CR") else None
-        )
-        if result.accepted:
-            row.status, row.error = "delivered", None
-            mark_done(session, job)
-            return
-        row.error = f"attempt {job.attempts}: {result.code} {result.detail}"[:4000]
-        status = mark_failed(session, job, row.error, retryable=result.retryable)
-        row.status = "dead" if status == "dead" else "queued"
+    def deliver(sessions: sessionmaker[Session], job: Job) -> None:
+        with sessions() as session:
+            row = session.get(MessageRow, int(job.subject))
+            if row is None:
+                raise JobFailed(f"message {job.subject} is not in the log", retryable=False)
+            channel, payload = row.channel, row.raw
+        result = deliveries.deliver(channel, payload)
+        with sessions() as session:
+            row = session.get(MessageRow, int(job.subject))
+            assert row is not None  # a logged message is never deleted
+            _record_delivery(session, row, job, result)
+            session.commit()
 
-    return deliver
+    return OwnTransactions(deliver)
+
+
+def _record_delivery(session: Session, row: MessageRow, job: Job, result: DeliveryResult) -> None:
+    row.ack = result.response or None
+    row.ack_code = result.code[:2] if result.code in ("AA", "AE", "AR", "CA", "CE", "CR") else None
+    if result.accepted:
+        row.status, row.error = "delivered", None
+        mark_done(session, job)
+        return
+    row.error = f"attempt {job.attempts}: {result.code} {result.detail}"[:4000]
+    status = mark_failed(session, job, row.error, retryable=result.retryable)
+    row.status = "dead" if status == "dead" else "queued"

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.jobs.outbox import Job
-from hub.jobs.worker import JobHandler
+from hub.jobs.worker import InTransaction
 from hub.messages.order_status import referral_of, referral_origin, state_changed, status_update
 from hub.messages.outbound import MllpDestination, queue_outbound
 from hub.storage.repository import StoredResource
@@ -134,7 +134,7 @@ class ReturnChannel:
         self.bind(info)
         sessions.configure(info=info)
 
-    def mapping_handler(self, handler: JobHandler) -> JobHandler:
+    def mapping_handler(self, handler: InTransaction) -> InTransaction:
         """The map-hl7 job `handler`, followed in its transaction by what goes back: the
         application ACK, and the state of any case the message opened."""
 

@@ -24,7 +24,8 @@ from hub.storage.repository import StoredResource
 from hub.storage.tables import ResourceRow, SearchIndexRow
 
 # Directory entries: not patient data, readable by every clinical role.
-DIRECTORY_TYPES = frozenset({"Practitioner", "Organization"})
+# Endpoint: where the hub's own services are (its DICOMweb, for ImagingStudy.endpoint).
+DIRECTORY_TYPES = frozenset({"Practitioner", "Organization", "Endpoint"})
 # The audit trail: read by admins only, written only by the hub itself.
 AUDIT_TYPES = frozenset({"AuditEvent"})
 CLINICAL_TYPES = frozenset(supported_types()) - DIRECTORY_TYPES - AUDIT_TYPES

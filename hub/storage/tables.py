@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Index,
@@ -179,3 +180,65 @@ class JobRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
 
     __table_args__ = (Index("ix_job_due", "status", "run_after"),)
+
+
+class DicomTransferRow(Base):
+    """One arrival of DICOM: a push association, a pull from a PACS, an uploaded CD. Its
+    studies stay invisible until it is closed (complete), then they are attached or held."""
+
+    __tablename__ = "dicom_transfer"
+
+    transfer_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    """push (Storage SCP), pull (C-MOVE, C-GET, WADO-RS), media (DICOMDIR, zip)."""
+    source: Mapped[str] = mapped_column(String(255))
+    """The calling AE, the configured source's name, the uploaded file's name."""
+    case_task_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    """open, closed, failed."""
+    accepted: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
+    report: Mapped[str] = mapped_column(Text, default="[]")
+    """JSON list, one entry per rejected file: its name and the reason."""
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False), nullable=True)
+
+
+class DicomStudyRow(Base):
+    """A study the hub holds: which case it belongs to and whether it is attached to it."""
+
+    __tablename__ = "dicom_study"
+
+    study_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    """receiving, held (for a case manager), attached (ImagingStudy made), rejected."""
+    case_task_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    patient_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    """The hub's Patient the study was reconciled to."""
+    outside_patient_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    outside_issuer: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    hold_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    imaging_study_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    last_transfer_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+
+
+class DicomInstanceRow(Base):
+    """One instance: the file as received and, once reconciled, the file the hub serves."""
+
+    __tablename__ = "dicom_instance"
+
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    study_uid: Mapped[str] = mapped_column(String(64), index=True)
+    series_uid: Mapped[str] = mapped_column(String(64))
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
+    received_digest: Mapped[str] = mapped_column(String(64))
+    digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The reconciled file's digest: set when the study is attached."""
+    size: Mapped[int] = mapped_column(BigInteger)
+    info: Mapped[str] = mapped_column(Text)
+    """The instance's InstanceInfo (JSON): what QIDO-RS and the ImagingStudy are made from."""
+    transfer_id: Mapped[int] = mapped_column(Integer)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))

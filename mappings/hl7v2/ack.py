@@ -43,7 +43,12 @@ def new_control_id(now: datetime | None = None) -> str:
     """A unique control id for a message the hub sends: time, process, counter, in the 20
     characters MSH-10 allows up to v2.6."""
     moment = now or datetime.now(UTC)
-    return f"{moment:%y%m%d%H%M%S}{_PREFIX}{next(_COUNTER) % 100000:05d}"
+    return _control_id(f"{moment:%Y%m%d%H%M%S}")
+
+
+def _control_id(timestamp: str) -> str:
+    """new_control_id from the YYYYMMDDHHMMSS already written for MSH-7."""
+    return f"{timestamp[2:]}{_PREFIX}{next(_COUNTER) % 100000:05d}"
 
 
 def escape(text: str, delimiters: Delimiters) -> str:
@@ -86,6 +91,7 @@ def build_ack(
         receiver, sender, trigger = ("", ""), ("", ""), ""
         processing, version, control_id, charset_field = "P", "2.5.1", "", ""
     f, c = d.field, d.component
+    timestamp = f"{moment:%Y%m%d%H%M%S}"
     segments = [
         f.join(
             [
@@ -95,10 +101,10 @@ def build_ack(
                 sender[1],
                 receiver[0],
                 receiver[1],
-                f"{moment:%Y%m%d%H%M%S}",
+                timestamp,
                 "",
                 f"ACK{c}{trigger}{c}ACK" if trigger else "ACK",
-                new_control_id(moment),
+                _control_id(timestamp),
                 processing,
                 version,
                 "",
@@ -109,7 +115,7 @@ def build_ack(
                 charset_field,
             ]
         ).rstrip(f),
-        f.join(["MSA", code, control_id, escape(text, d)[:80]]),
+        f.join(["MSA", code, control_id, escape(text, d)[:80] if text else ""]),
     ]
     legacy = version.startswith(("2.1", "2.2", "2.3", "2.4"))
     for error in errors:

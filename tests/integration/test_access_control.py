@@ -134,6 +134,10 @@ def fill(path: str, ids: dict[str, str], case: str = "a") -> str:
         "task_id": ids[f"task-{case}"],
         "message_id": "1",
         "job_id": "1",
+        "study": "1.2.826.0.1.3680043.8.498.1",
+        "series": "1.2.826.0.1.3680043.8.498.2",
+        "instance": "1.2.826.0.1.3680043.8.498.3",
+        "transfer_id": "1",
     }
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
 

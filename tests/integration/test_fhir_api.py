@@ -262,6 +262,15 @@ def minimal_resources(subject: str) -> dict[str, dict[str, Any]]:
         "Coverage": {"status": "active", "beneficiary": ref, "payor": [{"display": "Insurer"}]},
         "Practitioner": {"name": [{"family": "Doctor"}]},
         "Organization": {"name": "Children's Hospital"},
+        "Endpoint": {
+            "status": "active",
+            "connectionType": {
+                "system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
+                "code": "dicom-wado-rs",
+            },
+            "payloadType": [text],
+            "address": "https://hub.example/dicomweb",
+        },
         "ServiceRequest": {"status": "active", "intent": "order", "subject": ref},
         "Task": {"status": "requested", "intent": "order"},
         "Condition": {"subject": ref},

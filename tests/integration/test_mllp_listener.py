@@ -350,6 +350,28 @@ def test_idle_connection_is_closed() -> None:
         assert_serves(listener.bound_port)
 
 
+def test_a_peer_that_reads_no_answer_is_closed(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="connectors.hl7v2_mllp")
+
+    async def bulky(envelope: Envelope) -> bytes:
+        # More than loopback's socket buffers hold, so that the write waits for the peer.
+        return ack_for(envelope.payload) + b"\rNTE|1||" + b"x" * (32 * 1024 * 1024)
+
+    with serving(bulky, idle_timeout_seconds=0.2) as (listener, thread):
+
+        async def given_up() -> None:
+            while not listener.stats.open_connections:  # taken in (it lasts 0.2 s at least)
+                await asyncio.sleep(0.01)
+            while listener.stats.open_connections:
+                await asyncio.sleep(0.01)
+
+        with connect(listener.bound_port) as sock:
+            sock.sendall(frame(hl7_message("NEVER-READS")))
+            thread.run(given_up())
+    assert any("read no ACK in time" in record.getMessage() for record in caplog.records)
+    assert not any(" lost: " in record.getMessage() for record in caplog.records)
+
+
 # --- (f) a failing handler -----------------------------------------------------------------
 
 

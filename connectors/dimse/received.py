@@ -1,0 +1,93 @@
+"""A received C-STORE dataset, written as it came to a staged Part 10 file.
+
+The file is the preamble, File Meta Information naming the negotiated transfer syntax,
+and the dataset's encoded bytes exactly as the peer sent them: nothing is decoded or
+re-encoded, so pixel data (JPEG, RLE, deflate) stays byte for byte what the sender had.
+Used by the Storage SCP and by C-GET (whose instances arrive as C-STORE sub-operations).
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import cast
+
+from pydicom.filebase import DicomFileLike
+from pydicom.filewriter import write_file_meta_info
+from pynetdicom import _config
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import Event
+
+Staging = Callable[[], Path]
+"""Gives a new, unused path to write one instance into (ContentStore.staging_file)."""
+
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+PROCESSING_FAILURE = 0x0110
+PREAMBLE = b"\x00" * 128 + b"DICM"
+
+_configure_lock = threading.Lock()
+
+
+def configure_pynetdicom(*, stream_to_disk: bool | None = None) -> None:
+    """Set pynetdicom's process-wide switches the way the hub needs them.
+
+    Identifiers are never logged (they hold PHI). `stream_to_disk` (None: leave as is)
+    makes received datasets go to a temporary file as they arrive instead of into memory;
+    it is one switch for the whole process, and `stage_dataset` handles either way, so an
+    SCP started later with another setting changes only where the next datasets wait.
+    """
+    with _configure_lock:
+        _config.LOG_REQUEST_IDENTIFIERS = False
+        _config.LOG_RESPONSE_IDENTIFIERS = False
+        if stream_to_disk is not None:
+            _config.STORE_RECV_CHUNKED_DATASET = stream_to_disk
+
+
+def stage_dataset(event: Event, staging: Staging) -> Path:
+    """Write the C-STORE request's dataset, as received, to `staging()`; its path.
+
+    Raises OSError when it cannot be written (the caller answers out of resources).
+    """
+    target = staging()
+    received = _received_file(event)
+    if received is not None:
+        try:
+            # A rename on the same file system, a streamed copy otherwise.
+            shutil.move(received, target)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+        return target
+    request = cast(C_STORE, event.request)
+    encoded = request.DataSet
+    if encoded is None:
+        raise OSError("the C-STORE request carried no dataset")
+    try:
+        with target.open("wb") as out:
+            out.write(PREAMBLE)
+            write_file_meta_info(DicomFileLike(out), event.file_meta, enforce_standard=True)
+            out.write(encoded.getbuffer())
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def discard_received(event: Event) -> None:
+    """Remove pynetdicom's temporary file of a dataset that was not staged (it does so
+    itself for a Storage SCP, not for the C-STORE sub-operations of a C-GET)."""
+    received = _received_file(event)
+    if received is not None:
+        received.unlink(missing_ok=True)
+
+
+def _received_file(event: Event) -> Path | None:
+    """The temporary file pynetdicom streamed the dataset into, when it did."""
+    try:
+        path = event.dataset_path
+    except AttributeError:
+        return None
+    return Path(path) if path else None

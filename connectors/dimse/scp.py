@@ -1,0 +1,235 @@
+"""The hub's Storage SCP: outside PACS and modalities push instances to it (C-STORE), and
+PACS answer the hub's C-MOVE through it.
+
+pynetdicom's threaded server runs it, one thread per association; `on_instance` and
+`on_released` are called from those threads, possibly at the same time for different
+associations, and must be thread-safe. Each C-STORE's dataset is written as received to a
+staged file, then `on_instance(path, calling_ae, association_id)` takes it over and its
+return value is the DIMSE status the sender gets. When an association ends (released,
+aborted, or its connection dropped), `on_released(association_id, calling_ae)` tells the
+hub that no more instances will come on it. C-ECHO is answered too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+from pynetdicom import AE, evt
+from pynetdicom.association import Association
+from pynetdicom.events import Event, EventHandlerType
+from pynetdicom.transport import ThreadedAssociationServer
+
+from connectors.dimse.config import StorageScpConfig
+from connectors.dimse.contexts import (
+    TRANSFER_SYNTAXES,
+    VERIFICATION,
+    VERIFICATION_TRANSFER_SYNTAXES,
+    all_storage_sop_classes,
+)
+from connectors.dimse.errors import ScpStateError
+from connectors.dimse.received import (
+    OUT_OF_RESOURCES,
+    PROCESSING_FAILURE,
+    Staging,
+    configure_pynetdicom,
+    discard_received,
+    stage_dataset,
+)
+
+logger = logging.getLogger(__name__)
+
+InstanceHandler = Callable[[Path, str, str], int]
+"""(staged path, calling AE title, association id) -> DIMSE status of the C-STORE:
+0x0000 success, 0xA700 out of resources, 0xA900 data set does not match SOP class,
+0xC000 cannot understand; B000/B007/B006 warnings. It owns the path from then on."""
+ReleaseHandler = Callable[[str, str], None]
+"""(association id, calling AE title), once per association that was established."""
+
+
+class StorageScp:
+    """A Storage (and Verification) SCP on `config.host`:`config.port`.
+
+    `staging()` gives each instance a fresh path. `start()` binds and serves in the
+    background; `stop()` stops accepting, aborts associations still open and waits for
+    their threads. Also a context manager.
+    """
+
+    def __init__(
+        self,
+        config: StorageScpConfig,
+        *,
+        staging: Staging,
+        on_instance: InstanceHandler,
+        on_released: ReleaseHandler | None = None,
+    ) -> None:
+        self.config = config
+        self._staging = staging
+        self._on_instance = on_instance
+        self._on_released = on_released
+        self._server: ThreadedAssociationServer | None = None
+        self._ae: AE | None = None
+        self._associations: dict[Association, tuple[str, str]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @property
+    def bound_port(self) -> int:
+        """The port it listens on (the chosen one when configured with port 0)."""
+        if self._server is None:
+            raise ScpStateError("the Storage SCP is not started")
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        """Bind and serve in background threads. Raises ScpStateError if already started
+        and OSError when the address cannot be bound."""
+        if self._server is not None:
+            raise ScpStateError("the Storage SCP is already started")
+        config = self.config
+        configure_pynetdicom(stream_to_disk=config.stream_to_disk)
+        ae = AE(ae_title=config.ae_title)
+        ae.maximum_pdu_size = config.max_pdu
+        ae.maximum_associations = config.max_associations
+        ae.acse_timeout = config.timeouts.acse
+        ae.dimse_timeout = config.timeouts.dimse
+        ae.network_timeout = config.timeouts.network
+        ae.require_calling_aet = list(config.allowed_calling_aes)
+        ae.require_called_aet = config.require_called_ae
+        for sop_class in all_storage_sop_classes():
+            ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
+        ae.add_supported_context(VERIFICATION, list(VERIFICATION_TRANSFER_SYNTAXES))
+        handlers: list[EventHandlerType] = [
+            (evt.EVT_ESTABLISHED, self._established),
+            (evt.EVT_C_STORE, self._store),
+            (evt.EVT_RELEASED, self._ended),
+            (evt.EVT_ABORTED, self._ended),
+            (evt.EVT_CONN_CLOSE, self._ended),
+            (evt.EVT_REJECTED, self._rejected),
+        ]
+        server = ae.start_server((config.host, config.port), block=False, evt_handlers=handlers)
+        assert server is not None  # start_server returns the server when not blocking
+        self._ae, self._server = ae, server
+        logger.info(
+            "Storage SCP %s listening on %s:%d", config.ae_title, config.host, self.bound_port
+        )
+
+    def stop(self) -> None:
+        """Stop accepting, abort the associations still open, wait for their threads."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        # After shutdown no association can start, so this list is the last word.
+        associations = list(server.active_associations)
+        for assoc in associations:
+            if assoc.is_alive():
+                assoc.abort()
+        for assoc in associations:
+            assoc.join(self.config.timeouts.acse)
+        if self._ae is not None:
+            self._ae.shutdown()
+            self._ae = None
+
+    def __enter__(self) -> StorageScp:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- event handlers, in pynetdicom's association threads ----------------------------
+
+    def _established(self, event: Event) -> None:
+        calling = _calling_ae(event)
+        association_id = uuid.uuid4().hex
+        with self._lock:
+            self._associations[event.assoc] = (association_id, calling)
+        logger.info("Storage SCP: association %s from %s", association_id, calling)
+
+    def _store(self, event: Event) -> int:
+        with self._lock:
+            association_id, calling = self._associations.get(
+                event.assoc, ("unknown", _calling_ae(event))
+            )
+        try:
+            path = stage_dataset(event, self._staging)
+        except OSError as exc:
+            discard_received(event)
+            logger.error(
+                "Storage SCP: cannot stage an instance from %s on %s (%s): out of resources",
+                calling,
+                association_id,
+                type(exc).__name__,
+            )
+            return OUT_OF_RESOURCES
+        try:
+            status = int(self._on_instance(path, calling, association_id))
+        except Exception as exc:
+            # The handler's own failure, not the sender's: a processing failure it may
+            # retry. Only the type is logged; a message could quote the dataset (PHI).
+            logger.error(
+                "Storage SCP: on_instance failed for an instance from %s on %s (%s)",
+                calling,
+                association_id,
+                type(exc).__name__,
+            )
+            path.unlink(missing_ok=True)
+            return PROCESSING_FAILURE
+        if status != 0:
+            logger.warning(
+                "Storage SCP: an instance from %s on %s answered with status 0x%04X",
+                calling,
+                association_id,
+                status,
+            )
+        return status
+
+    def _ended(self, event: Event) -> None:
+        with self._lock:
+            known = self._associations.pop(event.assoc, None)
+        if known is None:
+            return  # never established, or already reported
+        association_id, calling = known
+        logger.info("Storage SCP: association %s from %s ended", association_id, calling)
+        if self._on_released is None:
+            return
+        try:
+            self._on_released(association_id, calling)
+        except Exception as exc:
+            logger.error(
+                "Storage SCP: on_released failed for %s (%s)", association_id, type(exc).__name__
+            )
+
+    def _rejected(self, event: Event) -> None:
+        calling = _calling_ae(event)
+        requested = event.assoc.requestor.primitive
+        called = str(getattr(requested, "called_ae_title", "")).strip()
+        allowed = self.config.allowed_calling_aes
+        if allowed and calling not in allowed:
+            reason = "its calling AE title is not in allowed_calling_aes"
+        elif self.config.require_called_ae and called != self.config.ae_title:
+            reason = f"it called {called!r}, not {self.config.ae_title!r}"
+        else:
+            reason = f"already {self.config.max_associations} associations open"
+        logger.warning(
+            "Storage SCP rejected an association from %s at %s: %s",
+            calling,
+            event.assoc.requestor.address,
+            reason,
+        )
+
+
+def _calling_ae(event: Event) -> str:
+    return str(event.assoc.requestor.ae_title).strip()

@@ -1,0 +1,351 @@
+"""The layout of a Part 10 file, found by walking element headers without reading values.
+
+pydicom reads values; it does not say where the pixel data starts, and it accepts a file
+that ends inside an element. This walk seeks over every value (one 8 or 12 byte header
+read per element, per sequence item and per pixel data fragment), so it costs the same for
+a 64 KiB slice and a 2 GB slide, and it refuses a file whose declared lengths run past its
+end. The deflated transfer syntax is inflated first, in memory, up to a limit.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from pydicom import dcmread
+from pydicom.datadict import dictionary_description
+from pydicom.dataset import FileDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset, read_file_meta_info
+from pydicom.tag import BaseTag
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+
+from dicom.errors import InvalidDicom
+
+__all__ = [
+    "DEFER_SIZE",
+    "DEFLATED_LIMIT",
+    "PIXEL_DATA_TAGS",
+    "Part10Layout",
+    "PixelDataElement",
+    "describe_tag",
+    "read_header",
+    "scan",
+]
+
+PREAMBLE_LENGTH = 128
+PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})  # Float, Double, Pixel Data
+DEFLATED_LIMIT = 64 * 1024 * 1024
+DEFER_SIZE = 64 * 1024  # values larger than this stay in the file until asked for
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_UNDEFINED = 0xFFFFFFFF
+# PS3.5 7.1.2: these VRs have a 2-byte reserved field and a 4-byte length.
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
+)
+_MAX_DEPTH = 32
+_META_VALUE_LIMIT = 1024
+_CHUNK = 1024 * 1024
+_TRANSFER_SYNTAX = 0x00020010
+
+
+@dataclass(frozen=True)
+class PixelDataElement:
+    """Where the pixel data element is and how it is encoded."""
+
+    tag: int  # Pixel Data, Float Pixel Data or Double Float Pixel Data
+    vr: str | None  # as written; None in implicit VR
+    offset: int  # of the element's tag: the dataset from here on is copied verbatim
+    length: int | None  # value length; None when encapsulated (undefined length)
+    fragments: int  # items of encapsulated pixel data, Basic Offset Table included
+
+
+@dataclass(frozen=True)
+class Part10Layout:
+    """What the walk found: sizes, offsets, the meta's key UIDs, the pixel data element.
+
+    For the deflated transfer syntax, offsets are into `inflated` (the dataset after the
+    file meta, inflated), not into the file.
+    """
+
+    size: int
+    meta_end: int
+    transfer_syntax: UID
+    media_storage_sop_class: str | None
+    media_storage_sop_instance: str | None
+    pixel_data: PixelDataElement | None
+    inflated: bytes | None = None
+
+
+def scan(path: Path, *, deflated_limit: int = DEFLATED_LIMIT) -> Part10Layout:
+    """Walk the file at `path`; raise InvalidDicom when it is not a well-formed Part 10 file
+    in a transfer syntax we know, or when its declared lengths run past its end."""
+    size = path.stat().st_size
+    if size == 0:
+        raise InvalidDicom("empty file (0 bytes)")
+    with path.open("rb") as fp:
+        head = fp.read(PREAMBLE_LENGTH + 4)
+        if len(head) < PREAMBLE_LENGTH + 4 or head[PREAMBLE_LENGTH:] != b"DICM":
+            raise InvalidDicom("not a DICOM file (no DICM preamble)")
+        meta, meta_end = _read_meta(fp, size)
+        if _TRANSFER_SYNTAX not in meta or not meta[_TRANSFER_SYNTAX]:
+            raise InvalidDicom("no TransferSyntaxUID (0002,0010) in the file meta")
+        transfer_syntax = UID(meta[_TRANSFER_SYNTAX])
+        if not is_known_transfer_syntax(transfer_syntax):
+            raise InvalidDicom(f"transfer syntax {_printable(transfer_syntax)} not supported")
+        inflated: bytes | None = None
+        if transfer_syntax == DeflatedExplicitVRLittleEndian:
+            inflated = _inflate(fp, deflated_limit)
+            walker = _Walker(io.BytesIO(inflated), len(inflated), implicit=False, little=True)
+            pixel_data = walker.dataset(0)
+        else:
+            walker = _Walker(
+                fp,
+                size,
+                implicit=transfer_syntax.is_implicit_VR,
+                little=transfer_syntax.is_little_endian,
+            )
+            pixel_data = walker.dataset(meta_end)
+    return Part10Layout(
+        size=size,
+        meta_end=meta_end,
+        transfer_syntax=transfer_syntax,
+        media_storage_sop_class=meta.get(0x00020002),
+        media_storage_sop_instance=meta.get(0x00020003),
+        pixel_data=pixel_data,
+        inflated=inflated,
+    )
+
+
+def read_header(
+    path: Path, layout: Part10Layout, *, defer_size: int | None, with_pixels: bool = False
+) -> FileDataset:
+    """pydicom's reading of the file that `scan` accepted: the header only (up to the pixel
+    data), values over `defer_size` bytes left in the file until accessed.
+
+    A deflated dataset is read from `layout.inflated` instead, never deferred, and with
+    its pixel data when `with_pixels` (it is bounded by the inflation limit).
+    Raises InvalidDicom when pydicom cannot parse it.
+    """
+    try:
+        if layout.inflated is None:
+            return dcmread(str(path), defer_size=defer_size, stop_before_pixels=True)
+        meta = read_file_meta_info(path)
+        with path.open("rb") as fp:
+            preamble = fp.read(PREAMBLE_LENGTH)
+        dataset = read_dataset(
+            io.BytesIO(layout.inflated),
+            is_implicit_VR=False,
+            is_little_endian=True,
+            stop_when=None if with_pixels else _at_pixel_data,
+        )
+        parsed = FileDataset(str(path), dataset, preamble, meta, False, True)
+        parsed.set_original_encoding(False, True, dataset._character_set)
+        return parsed
+    except OSError:
+        raise
+    except (
+        InvalidDicomError,
+        EOFError,
+        LookupError,
+        ValueError,
+        TypeError,
+        NotImplementedError,
+        struct.error,
+    ) as exc:
+        # The exception's text may quote values from the file: keep only its kind.
+        raise InvalidDicom(f"unreadable header ({type(exc).__name__})") from exc
+
+
+def _at_pixel_data(tag: BaseTag, vr: str | None, length: int) -> bool:
+    return tag in PIXEL_DATA_TAGS
+
+
+def is_known_transfer_syntax(uid: str) -> bool:
+    """A transfer syntax of the standard (retired ones included) that pydicom can parse.
+
+    Papyrus 3 Implicit VR is left out: pydicom treats it as explicit VR, which it is not.
+    """
+    known = UID(uid)
+    return not known.is_private and known.is_transfer_syntax and known != "1.2.840.10008.1.20"
+
+
+def describe_tag(tag: int) -> str:
+    """`Pixel Data (7FE0,0010)`, or just the tag for private and unknown elements."""
+    text = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+    try:
+        return f"{dictionary_description(tag)} {text}"
+    except KeyError:
+        return f"element {text}"
+
+
+def _read_meta(fp: BinaryIO, size: int) -> tuple[dict[int, str], int]:
+    """The small values of group 0002 (always explicit VR little endian, PS3.10 7.1)."""
+    values: dict[int, str] = {}
+    while True:
+        start = fp.tell()
+        head = fp.read(8)
+        if len(head) < 8:
+            if head:
+                raise InvalidDicom("truncated: the file ends inside the file meta information")
+            return values, start
+        group, element = struct.unpack("<HH", head[:4])
+        if group != 0x0002:
+            fp.seek(start)
+            return values, start
+        if head[4:6] in _LONG_VRS:
+            extra = fp.read(4)
+            if len(extra) < 4:
+                raise InvalidDicom("truncated: the file ends inside the file meta information")
+            (length,) = struct.unpack("<L", extra)
+        else:
+            (length,) = struct.unpack("<H", head[6:8])
+        if length == _UNDEFINED or fp.tell() + length > size:
+            raise InvalidDicom("truncated: the file ends inside the file meta information")
+        if length <= _META_VALUE_LIMIT:
+            raw = fp.read(length)
+            values[group << 16 | element] = raw.rstrip(b"\x00 ").decode("ascii", "replace")
+        else:
+            fp.seek(length, io.SEEK_CUR)
+
+
+def _inflate(fp: BinaryIO, limit: int) -> bytes:
+    # Bounded, so that a small deflated file cannot expand into gigabytes (a zip bomb).
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    out = bytearray()
+    try:
+        while not inflater.eof and (chunk := fp.read(_CHUNK)):
+            out += inflater.decompress(chunk, limit + 1 - len(out))
+            if len(out) > limit or inflater.unconsumed_tail:
+                raise InvalidDicom(
+                    f"deflated dataset larger than {_size_text(limit)} once inflated: "
+                    "not accepted in this transfer syntax"
+                )
+    except zlib.error as exc:
+        raise InvalidDicom("corrupt deflated dataset (zlib could not inflate it)") from exc
+    if not inflater.eof:
+        raise InvalidDicom("truncated: the deflated dataset ends early")
+    return bytes(out)
+
+
+class _Walker:
+    """Walks a dataset's element headers, seeking over values, checking every length."""
+
+    def __init__(self, fp: BinaryIO, size: int, *, implicit: bool, little: bool) -> None:
+        self._fp = fp
+        self._size = size
+        self._implicit = implicit
+        self._endian = "<" if little else ">"
+
+    def dataset(self, start: int) -> PixelDataElement | None:
+        """Walk the top-level dataset from `start` to the end; return its pixel data."""
+        self._fp.seek(start)
+        pixel_data: PixelDataElement | None = None
+        while (remaining := self._size - self._fp.tell()) > 0:
+            if remaining < 8 and not self._fp.read(remaining).strip(b"\x00"):
+                break  # zero padding some media writers leave at the end
+            self._fp.seek(self._size - remaining)
+            tag, vr, length, offset = self._header(self._implicit)
+            if tag >> 16 == 0xFFFE:
+                raise InvalidDicom(f"malformed dataset: a stray item tag at byte {offset}")
+            if tag in PIXEL_DATA_TAGS and pixel_data is None:
+                if length == _UNDEFINED:
+                    fragments = self._fragments(tag)
+                    pixel_data = PixelDataElement(tag, vr, offset, None, fragments)
+                else:
+                    self._skip_value(tag, length)
+                    pixel_data = PixelDataElement(tag, vr, offset, length, 0)
+            else:
+                self._skip(tag, vr, length, self._implicit, 0)
+        return pixel_data
+
+    def _header(self, implicit: bool) -> tuple[int, str | None, int, int]:
+        fp, endian = self._fp, self._endian
+        offset = fp.tell()
+        head = fp.read(8)
+        if len(head) < 8:
+            raise InvalidDicom(
+                f"truncated: the file ends inside an element header at byte {offset}"
+            )
+        group, element = struct.unpack(endian + "HH", head[:4])
+        tag = group << 16 | element
+        # Item and delimiter tags have no VR in either encoding (PS3.5 7.5).
+        if implicit or group == 0xFFFE:
+            return tag, None, struct.unpack(endian + "L", head[4:])[0], offset
+        vr = head[4:6]
+        if vr in _LONG_VRS:
+            extra = fp.read(4)
+            if len(extra) < 4:
+                raise InvalidDicom(
+                    f"truncated: the file ends inside an element header at byte {offset}"
+                )
+            return tag, vr.decode("ascii"), struct.unpack(endian + "L", extra)[0], offset
+        if b"A"[0] <= vr[0] <= b"Z"[0] and b"A"[0] <= vr[1] <= b"Z"[0]:
+            return tag, vr.decode("ascii"), struct.unpack(endian + "H", head[6:])[0], offset
+        # A writer that slipped into implicit VR (pydicom reads these the same way).
+        return tag, None, struct.unpack(endian + "L", head[4:])[0], offset
+
+    def _skip(self, tag: int, vr: str | None, length: int, implicit: bool, depth: int) -> None:
+        if length != _UNDEFINED:
+            self._skip_value(tag, length)
+            return
+        if depth >= _MAX_DEPTH:
+            raise InvalidDicom(f"sequences nested deeper than {_MAX_DEPTH} levels")
+        # PS3.5 6.2.2: UN of undefined length is a sequence encoded in implicit VR.
+        inner_implicit = implicit or vr == "UN"
+        while True:
+            item_tag, _, item_length, offset = self._header(True)
+            if item_tag == _SEQUENCE_END:
+                return
+            if item_tag != _ITEM:
+                raise InvalidDicom(
+                    f"malformed sequence {describe_tag(tag)}: no item at byte {offset}"
+                )
+            if item_length != _UNDEFINED:
+                self._skip_value(tag, item_length)
+                continue
+            while True:
+                header = self._header(inner_implicit)
+                inner_tag, inner_vr, inner_length, inner_offset = header
+                if inner_tag == _ITEM_END:
+                    break
+                if inner_tag >> 16 == 0xFFFE:
+                    raise InvalidDicom(
+                        f"malformed sequence {describe_tag(tag)}: "
+                        f"a stray item tag at byte {inner_offset}"
+                    )
+                self._skip(inner_tag, inner_vr, inner_length, inner_implicit, depth + 1)
+
+    def _fragments(self, tag: int) -> int:
+        count = 0
+        while True:
+            item_tag, _, item_length, offset = self._header(True)
+            if item_tag == _SEQUENCE_END:
+                return count
+            if item_tag != _ITEM or item_length == _UNDEFINED:
+                raise InvalidDicom(
+                    f"malformed encapsulated {describe_tag(tag)}: no fragment at byte {offset}"
+                )
+            self._skip_value(tag, item_length)
+            count += 1
+
+    def _skip_value(self, tag: int, length: int) -> None:
+        end = self._fp.tell() + length
+        if end > self._size:
+            raise InvalidDicom(f"truncated: the file ends inside {describe_tag(tag)}")
+        self._fp.seek(end)
+
+
+def _size_text(size: int) -> str:
+    mib = 1024 * 1024
+    return f"{size // mib} MiB" if size >= mib and size % mib == 0 else f"{size} bytes"
+
+
+def _printable(text: str) -> str:
+    # The UID comes from the sender's file: keep a reason printable and short.
+    cleaned = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return cleaned[:64]

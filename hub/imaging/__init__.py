@@ -1,0 +1,1 @@
+"""DICOM in the hub: transfers in, attachment to cases, the hub's own DICOMweb."""

@@ -1,0 +1,206 @@
+"""An outside modality pushes a study to the hub's Storage SCP with dcmtk's storescu (a peer
+we did not write), on both backends: it is kept as received, then reconciled to the case's
+patient and attached as an ImagingStudy; a study whose demographics disagree is held."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from pydicom import dcmread
+from sqlalchemy import select
+
+from connectors.dimse import StorageScpConfig
+from dicom.synthetic import SyntheticPatient, make_patient, make_study, write_study
+from hub.app import create_app
+from hub.imaging.attach import HUB_ISSUER
+from hub.jobs.worker import JobWorker
+from hub.runtime import job_handlers
+from hub.storage.tables import DicomInstanceRow, DicomStudyRow, DicomTransferRow
+from tests.fhir_client import bearer, post, referral
+
+HUB_AE = "SOH_HUB"
+
+
+@pytest.fixture
+def hub(settings, tmp_path):
+    hub_settings = settings.model_copy(
+        update={
+            "dicom_store_dir": tmp_path / "dicom",
+            "dicom_scp": StorageScpConfig(ae_title=HUB_AE, port=0),
+        }
+    )
+    app = create_app(hub_settings)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client, app, hub_settings
+
+
+def open_case(client: TestClient, settings: Any, child: SyntheticPatient) -> tuple[str, str]:
+    """A referral for `child` through the FHIR API: (Patient id, case Task id)."""
+    headers = {
+        **bearer(settings, subject="ehr-1", roles=("referrer",), scope="system/*.cruds"),
+        "Content-Type": "application/fhir+json",
+    }
+    patient = post(
+        client,
+        {
+            "resourceType": "Patient",
+            "identifier": [{"system": "https://outside.example/mrn", "value": child.patient_id}],
+            "name": [{"family": child.family_name, "given": [child.given_name]}],
+            "birthDate": child.birth_date.isoformat(),
+            "gender": {"F": "female", "M": "male"}[child.sex],
+        },
+        **headers,
+    )
+    post(client, referral(f"Patient/{patient['id']}"), **headers)
+    tasks = client.get("/fhir/Task", params={"patient": patient["id"]}, headers=headers).json()
+    return patient["id"], tasks["entry"][0]["resource"]["id"]
+
+
+def storescu(port: int, files: list[Path]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["storescu", "-aet", "OUTSIDE_CT", "-aec", HUB_AE, "127.0.0.1", str(port)]
+        + [str(f) for f in files],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def run_jobs(app: Any, settings: Any) -> int:
+    """Once every transfer is closed (the SCP learns of the release after storescu has
+    exited), run the jobs their closing queued."""
+    for _ in range(300):  # a guard against a hang, not a performance expectation
+        with app.state.hub.sessions() as session:
+            still_open = session.scalars(
+                select(DicomTransferRow).where(DicomTransferRow.status == "open")
+            ).first()
+        if still_open is None:
+            break
+        time.sleep(0.1)
+    return JobWorker(app.state.hub.sessions, job_handlers(settings)).run_until_idle()
+
+
+def test_a_pushed_study_is_reconciled_and_attached_to_the_case(hub, tmp_path):
+    client, app, settings = hub
+    child = make_patient(41)
+    patient_id, task_id = open_case(client, settings, child)
+    files = write_study(tmp_path / "ct", make_study(41, child, "CT", series=2, instances=3))
+
+    sent = storescu(app.state.storage_scp.bound_port, files)
+    assert sent.returncode == 0, sent.stderr
+    assert run_jobs(app, settings) == 1
+
+    with app.state.hub.sessions() as session:
+        study = session.scalars(select(DicomStudyRow)).one()
+        assert (study.status, study.case_task_id, study.patient_id) == (
+            "attached",
+            task_id,
+            patient_id,
+        )
+        rows = list(session.scalars(select(DicomInstanceRow)))
+        transfer = session.scalars(select(DicomTransferRow)).one()
+    assert len(rows) == 6
+    assert (transfer.kind, transfer.source, transfer.status) == ("push", "OUTSIDE_CT", "closed")
+    store = app.state.dicom_importer.store
+    served = dcmread(store.path(rows[0].digest))
+    received = dcmread(store.path(rows[0].received_digest))
+    assert (served.PatientID, served.IssuerOfPatientID) == (patient_id, HUB_ISSUER)
+    outside = served.OtherPatientIDsSequence[0]
+    assert (outside.PatientID, outside.IssuerOfPatientID) == (child.patient_id, child.issuer)
+    assert served.OriginalAttributesSequence[0].ModifiedAttributesSequence[0].PatientID == (
+        child.patient_id
+    )
+    assert served.SOPInstanceUID == received.SOPInstanceUID
+    assert served.PixelData == received.PixelData
+    assert received.PatientID == child.patient_id  # the file as received is kept unchanged
+
+    manager = bearer(
+        settings,
+        subject="cm-1",
+        roles=("case-manager",),
+        scope="user/*.cruds",
+        programs=("oncology",),
+    )
+    found = client.get("/fhir/ImagingStudy", params={"patient": patient_id}, headers=manager)
+    imaging = found.json()["entry"][0]["resource"]
+    assert imaging["id"] == study.imaging_study_id
+    assert (imaging["numberOfSeries"], imaging["numberOfInstances"]) == (2, 6)
+    assert imaging["identifier"][0]["value"] == f"urn:oid:{study.study_uid}"
+    endpoint = client.get(f"/fhir/{imaging['endpoint'][0]['reference']}", headers=manager).json()
+    assert endpoint["address"] == settings.dicomweb_url
+
+    # The same study pushed again: no second ImagingStudy, no new instances.
+    assert storescu(app.state.storage_scp.bound_port, files).returncode == 0
+    run_jobs(app, settings)
+    again = client.get("/fhir/ImagingStudy", params={"patient": patient_id}, headers=manager)
+    assert again.json()["total"] == 1
+
+
+def test_a_study_whose_demographics_disagree_is_held_for_a_case_manager(hub, tmp_path):
+    client, app, settings = hub
+    child = make_patient(42)
+    patient_id, task_id = open_case(client, settings, child)
+    impostor = replace(child, birth_date=date(2001, 1, 1))  # same MRN, another birth date
+    files = write_study(tmp_path / "mr", make_study(42, impostor, "MR", series=1, instances=2))
+
+    assert storescu(app.state.storage_scp.bound_port, files).returncode == 0
+    run_jobs(app, settings)
+
+    with app.state.hub.sessions() as session:
+        study = session.scalars(select(DicomStudyRow)).one()
+        digests = [r.digest for r in session.scalars(select(DicomInstanceRow))]
+    assert study.status == "held"
+    assert "birth" in (study.hold_reason or "").lower()
+    assert digests == [None, None]  # nothing reconciled while it is held
+    manager = bearer(
+        settings,
+        subject="cm-1",
+        roles=("case-manager",),
+        scope="user/*.cruds",
+        programs=("oncology",),
+    )
+    events = client.get(
+        "/fhir/Communication", params={"subject": f"Patient/{patient_id}"}, headers=manager
+    ).json()
+    assert [e["resource"]["about"][0]["reference"] for e in events["entry"]] == [f"Task/{task_id}"]
+    assert "held" in events["entry"][0]["resource"]["payload"][0]["contentString"]
+
+
+def test_a_study_for_a_patient_the_hub_does_not_know_is_held(hub, tmp_path):
+    _, app, settings = hub
+    stranger = make_patient(43)
+    files = write_study(tmp_path / "pt", make_study(43, stranger, "PT", series=1, instances=1))
+
+    assert storescu(app.state.storage_scp.bound_port, files).returncode == 0
+    run_jobs(app, settings)
+
+    with app.state.hub.sessions() as session:
+        study = session.scalars(select(DicomStudyRow)).one()
+    assert study.status == "held"
+    assert stranger.patient_id in (study.hold_reason or "")
+
+
+def test_a_calling_ae_the_scp_does_not_allow_is_refused(settings, tmp_path):
+    guarded = settings.model_copy(
+        update={
+            "dicom_store_dir": tmp_path / "dicom",
+            "dicom_scp": StorageScpConfig(
+                ae_title=HUB_AE, port=0, allowed_calling_aes=["KNOWN_PACS"]
+            ),
+        }
+    )
+    app = create_app(guarded)
+    with TestClient(app):
+        files = write_study(tmp_path / "ct", make_study(44, make_patient(44), "CT", 1, 1))
+        sent = storescu(app.state.storage_scp.bound_port, files)
+        assert sent.returncode != 0
+        with app.state.hub.sessions() as session:
+            assert session.scalars(select(DicomInstanceRow)).first() is None
