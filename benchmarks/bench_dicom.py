@@ -778,6 +778,9 @@ def large_part(peer: OrthancPeer, folder: Path, trace: bool, frames: int) -> dic
     }
     result = run_measured(spec, peer.auth[1])
     result.pop("retrieve_seconds")
+    if result["problems"]:
+        log = peer.log_path.read_text(errors="replace").splitlines()
+        print("-- Orthanc's log, its end:", *log[-40:], sep="\n", file=sys.stderr)
     return {
         **result,
         "study_bytes": study_bytes,

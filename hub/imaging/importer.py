@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom.errors import InvalidDicom
@@ -28,6 +28,7 @@ from hub.fhir.dates import utc_now
 from hub.imaging.events import record_case_event
 from hub.jobs.outbox import enqueue
 from hub.storage.tables import DicomInstanceRow, DicomStudyRow, DicomTransferRow
+from hub.storage.upsert import insert_on
 
 log = logging.getLogger("hub.imaging")
 
@@ -114,43 +115,56 @@ class DicomImporter:
             return Received(name, False, exc.reason)
         stored = self.store.put_file(staged)
         now = utc_now()
+        # Core statements, one round trip each: no ORM reads before the writes (the SCP
+        # answers each C-STORE only after this commits).
         with self.sessions() as session:
-            transfer = self._open(session, transfer_id)
-            existing = session.get(DicomInstanceRow, info.sop_instance_uid)
-            duplicate = existing is not None
-            if existing is None:
-                session.add(
-                    DicomInstanceRow(
-                        sop_instance_uid=info.sop_instance_uid,
-                        study_uid=info.study_instance_uid,
-                        series_uid=info.series_instance_uid,
-                        sop_class_uid=info.sop_class_uid,
-                        transfer_syntax_uid=info.transfer_syntax_uid,
-                        received_digest=stored.digest,
-                        digest=None,
-                        size=stored.size,
-                        info=info_json(info),
-                        transfer_id=transfer_id,
-                        received_at=now,
-                    )
+            counted = session.execute(
+                update(DicomTransferRow)
+                .where(
+                    DicomTransferRow.transfer_id == transfer_id, DicomTransferRow.status == "open"
                 )
-            study = session.get(DicomStudyRow, info.study_instance_uid)
-            if study is None:
-                study = DicomStudyRow(
+                .values(accepted=DicomTransferRow.accepted + 1)
+                .returning(DicomTransferRow.case_task_id)
+            ).first()
+            if counted is None:
+                raise NotFound(f"DICOM transfer {transfer_id} is not open.")
+            added = session.execute(
+                insert_on(session, DicomInstanceRow)
+                .values(
+                    sop_instance_uid=info.sop_instance_uid,
+                    study_uid=info.study_instance_uid,
+                    series_uid=info.series_instance_uid,
+                    sop_class_uid=info.sop_class_uid,
+                    transfer_syntax_uid=info.transfer_syntax_uid,
+                    received_digest=stored.digest,
+                    digest=None,
+                    size=stored.size,
+                    info=info_json(info),
+                    transfer_id=transfer_id,
+                    received_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
+            )
+            duplicate = added.rowcount == 0  # type: ignore[attr-defined]
+            changes: dict[str, Any] = {"last_transfer_id": transfer_id, "updated_at": now}
+            if not duplicate:  # more instances for an attached study: attached again once complete
+                changes["status"] = case(
+                    (DicomStudyRow.status == "attached", "receiving"), else_=DicomStudyRow.status
+                )
+            session.execute(
+                insert_on(session, DicomStudyRow)
+                .values(
                     study_uid=info.study_instance_uid,
                     status="receiving",
-                    case_task_id=transfer.case_task_id,
+                    case_task_id=counted.case_task_id,
                     outside_patient_id=info.patient_id,
                     outside_issuer=info.issuer_of_patient_id,
+                    last_transfer_id=transfer_id,
                     created_at=now,
                     updated_at=now,
                 )
-                session.add(study)
-            elif not duplicate and study.status == "attached":
-                study.status = "receiving"  # more instances: attached again when complete
-            study.last_transfer_id = transfer_id
-            study.updated_at = now
-            transfer.accepted += 1
+                .on_conflict_do_update(index_elements=["study_uid"], set_=changes)
+            )
             session.commit()
         return Received(
             name,

@@ -5,11 +5,9 @@ studies are reconciled and attached to the case; what the hub holds is not fetch
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import uuid
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,52 +16,20 @@ from sqlalchemy import select
 
 from connectors.dicomweb import BasicAuth, DicomWebSource
 from connectors.dimse import StorageScpConfig
-from dicom.synthetic import SyntheticPatient, make_patient, make_study, write_study
+from dicom.synthetic import make_patient, make_study, write_study
 from hub.app import create_app
 from hub.imaging.pull import queue_pull
 from hub.imaging.sources import DimsePullSource, ImagingSources
 from hub.jobs.worker import JobWorker
 from hub.runtime import job_handlers
 from hub.storage.tables import DicomStudyRow, DicomTransferRow
-from tests.fhir_client import bearer, post, referral
+from tests.dicom_cases import open_case, upload
+from tests.fhir_client import bearer
 from tests.orthanc_peer import OrthancPeer
 
 HUB_AE = "SOH_PULL"
 PASSWORD_ENV = "SOH_TEST_ORTHANC_PASSWORD"
 SEEDS = {"dicomweb": 61, "c-get": 62, "c-move": 63}
-
-
-def upload(orthanc: OrthancPeer, files: list[Path]) -> None:
-    sent = subprocess.run(
-        ["storescu", "-aet", "OUTSIDE_CT", "-aec", orthanc.aet, orthanc.host]
-        + [str(orthanc.dicom_port), *map(str, files)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert sent.returncode == 0, sent.stderr
-
-
-def open_case(client: TestClient, settings: Any, child: SyntheticPatient) -> tuple[str, str]:
-    headers = {
-        **bearer(settings, subject="ehr-1", roles=("referrer",), scope="system/*.cruds"),
-        "Content-Type": "application/fhir+json",
-    }
-    patient = post(
-        client,
-        {
-            "resourceType": "Patient",
-            "identifier": [{"system": "https://outside.example/mrn", "value": child.patient_id}],
-            "name": [{"family": child.family_name, "given": [child.given_name]}],
-            "birthDate": child.birth_date.isoformat(),
-            "gender": {"F": "female", "M": "male"}[child.sex],
-        },
-        **headers,
-    )
-    post(client, referral(f"Patient/{patient['id']}"), **headers)
-    tasks = client.get("/fhir/Task", params={"patient": patient["id"]}, headers=headers).json()
-    return patient["id"], tasks["entry"][0]["resource"]["id"]
 
 
 def sources(orthanc: OrthancPeer) -> ImagingSources:

@@ -17,13 +17,14 @@ from pydicom import dcmread
 from sqlalchemy import select
 
 from connectors.dimse import StorageScpConfig
-from dicom.synthetic import SyntheticPatient, make_patient, make_study, write_study
+from dicom.synthetic import make_patient, make_study, write_study
 from hub.app import create_app
 from hub.imaging.attach import HUB_ISSUER
 from hub.jobs.worker import JobWorker
 from hub.runtime import job_handlers
 from hub.storage.tables import DicomInstanceRow, DicomStudyRow, DicomTransferRow
-from tests.fhir_client import bearer, post, referral
+from tests.dicom_cases import open_case, upload
+from tests.fhir_client import bearer
 
 HUB_AE = "SOH_HUB"
 
@@ -39,28 +40,6 @@ def hub(settings, tmp_path):
     app = create_app(hub_settings)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client, app, hub_settings
-
-
-def open_case(client: TestClient, settings: Any, child: SyntheticPatient) -> tuple[str, str]:
-    """A referral for `child` through the FHIR API: (Patient id, case Task id)."""
-    headers = {
-        **bearer(settings, subject="ehr-1", roles=("referrer",), scope="system/*.cruds"),
-        "Content-Type": "application/fhir+json",
-    }
-    patient = post(
-        client,
-        {
-            "resourceType": "Patient",
-            "identifier": [{"system": "https://outside.example/mrn", "value": child.patient_id}],
-            "name": [{"family": child.family_name, "given": [child.given_name]}],
-            "birthDate": child.birth_date.isoformat(),
-            "gender": {"F": "female", "M": "male"}[child.sex],
-        },
-        **headers,
-    )
-    post(client, referral(f"Patient/{patient['id']}"), **headers)
-    tasks = client.get("/fhir/Task", params={"patient": patient["id"]}, headers=headers).json()
-    return patient["id"], tasks["entry"][0]["resource"]["id"]
 
 
 def storescu(port: int, files: list[Path]) -> subprocess.CompletedProcess[str]:
@@ -204,3 +183,52 @@ def test_a_calling_ae_the_scp_does_not_allow_is_refused(settings, tmp_path):
         assert sent.returncode != 0
         with app.state.hub.sessions() as session:
             assert session.scalars(select(DicomInstanceRow)).first() is None
+
+
+def test_an_outside_modality_moves_a_study_from_the_pacs_to_the_hub(hub, orthanc, tmp_path):
+    """dcmtk's findscu and movescu, as a radiographer at the referring hospital would: find
+    the child's study in their PACS (Orthanc), and have the PACS send it to the hub."""
+    client, app, settings = hub
+    child = make_patient(45)
+    _, task_id = open_case(client, settings, child)
+    study = make_study(45, child, "CT", series=1, instances=3)
+    upload(orthanc, write_study(tmp_path / "outside", study))
+    orthanc.set_modality("soh-hub", HUB_AE, app.state.storage_scp.bound_port)
+    orthanc.set_modality("radiographer", "RADIOGRAPHER", 1)
+    try:
+        asked = ["-S", "-aet", "RADIOGRAPHER", "-aec", orthanc.aet, orthanc.host]
+        found = subprocess.run(
+            ["findscu", *asked, str(orthanc.dicom_port), "-X", "-k", "QueryRetrieveLevel=STUDY"]
+            + ["-k", f"PatientID={child.patient_id}", "-k", "StudyInstanceUID"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=tmp_path,  # -X writes each answer there, as rsp0001.dcm ...
+        )
+        assert found.returncode == 0, found.stderr
+        answers = [dcmread(p) for p in sorted(tmp_path.glob("rsp*.dcm"))]
+        assert [str(a.StudyInstanceUID) for a in answers] == [str(study[0].StudyInstanceUID)]
+        moved = subprocess.run(
+            ["movescu", *asked, str(orthanc.dicom_port), "-aem", HUB_AE]
+            + [
+                "-k",
+                "QueryRetrieveLevel=STUDY",
+                "-k",
+                f"StudyInstanceUID={study[0].StudyInstanceUID}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert moved.returncode == 0, moved.stderr
+    finally:
+        orthanc.remove_modality("soh-hub")
+        orthanc.remove_modality("radiographer")
+    run_jobs(app, settings)
+    with app.state.hub.sessions() as session:
+        row = session.get(DicomStudyRow, str(study[0].StudyInstanceUID))
+        transfer = session.scalars(select(DicomTransferRow)).one()
+    assert row is not None and (row.status, row.case_task_id) == ("attached", task_id)
+    assert (transfer.source, transfer.accepted) == (orthanc.aet, 3)
