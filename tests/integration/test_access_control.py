@@ -138,6 +138,7 @@ def fill(path: str, ids: dict[str, str], case: str = "a") -> str:
         "series": "1.2.826.0.1.3680043.8.498.2",
         "instance": "1.2.826.0.1.3680043.8.498.3",
         "transfer_id": "1",
+        "frames": "1",
     }
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
 
