@@ -102,6 +102,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 task.cancel()
         for listener in listeners:
             await listener.stop()
+        await asyncio.to_thread(intake.close)
         if worker:
             worker.stop()
 

@@ -99,6 +99,11 @@ class Hl7Intake:
         self._writer: threading.Thread | None = None
 
     async def __call__(self, envelope: Envelope) -> bytes:
+        """The ACK for one message (b"" for none), once the message is committed.
+
+        Raises what the database raised if the message could not be stored: then no ACK
+        may leave, and the listener closes the connection.
+        """
         item: _Decision | Envelope = envelope
         if len(envelope.payload) <= INLINE_DECIDE_BYTES:
             item = _decide(envelope, None)
