@@ -156,9 +156,8 @@ class ResourceRepository:
     ) -> StoredResource:
         """Store `resource` as version 1 under a new id (or `resource_id`)."""
         resource_id = resource_id or new_id()
-        stored = self._write(resource_type, resource_id, resource, 1, "POST", deleted=False)
-        row = _current_row(stored)
-        row.written_by = self.author
+        row = ResourceRow(res_type=resource_type, res_id=resource_id, written_by=self.author)
+        stored = self._write(row, resource, 1, "POST", deleted=False)
         # Not flushed here: the rows of a whole transaction Bundle go out together. A taken
         # id (only possible for a chosen one) fails at the flush as an IntegrityError (409).
         self.session.add(row)
@@ -192,10 +191,7 @@ class ResourceRepository:
         ):
             # As HAPI does: the same content again (a result message resent) is no new version.
             return current, False
-        stored = self._write(
-            resource_type, resource_id, resource, row.version_id + 1, "PUT", deleted=False
-        )
-        _copy_into(row, stored)
+        stored = self._write(row, resource, row.version_id + 1, "PUT", deleted=False)
         self._flush(f"{resource_type}/{resource_id} was changed by someone else; retry.")
         return stored, False
 
@@ -205,23 +201,29 @@ class ResourceRepository:
         if row is None or row.deleted:
             return None
         tombstone = {"resourceType": resource_type, "id": resource_id}
-        stored = self._write(
-            resource_type, resource_id, tombstone, row.version_id + 1, "DELETE", deleted=True
-        )
-        _copy_into(row, stored)
+        stored = self._write(row, tombstone, row.version_id + 1, "DELETE", deleted=True)
         self._flush(f"{resource_type}/{resource_id} was changed by someone else; retry.")
         return stored
 
     def _write(
         self,
-        resource_type: str,
-        resource_id: str,
+        row: ResourceRow,
         resource: dict[str, Any],
         version_id: int,
         method: str,
         *,
         deleted: bool,
     ) -> StoredResource:
+        """Record a new version of `row`'s resource and make it the current one in `row`."""
+        resource_type, resource_id = row.res_type, row.res_id
+        if version_id > 1:  # a new resource has no index rows yet
+            # First: this statement's autoflush writes (and takes away) the pending rows.
+            self.session.execute(
+                delete(SearchIndexRow).where(
+                    SearchIndexRow.res_type == resource_type,
+                    SearchIndexRow.res_id == resource_id,
+                )
+            )
         now = utc_now()
         content = dict(resource)
         content["id"] = resource_id
@@ -233,6 +235,8 @@ class ResourceRepository:
         stored = StoredResource(
             resource_type, resource_id, version_id, now, deleted, content, method
         )
+        text = json.dumps(content, separators=(",", ":"))
+        row.version_id, row.last_updated, row.deleted, row.content = version_id, now, deleted, text
         pending = _pending(self.session)
         pending["versions"].append(
             {
@@ -243,16 +247,9 @@ class ResourceRepository:
                 "deleted": deleted,
                 "method": method,
                 "written_by": self.author,
-                "content": json.dumps(content, separators=(",", ":")),
+                "content": text,
             }
         )
-        if version_id > 1:  # a new resource has no index rows yet
-            self.session.execute(
-                delete(SearchIndexRow).where(
-                    SearchIndexRow.res_type == resource_type,
-                    SearchIndexRow.res_id == resource_id,
-                )
-            )
         if not deleted:
             pending["index"] += [
                 {
@@ -296,16 +293,3 @@ def _unversioned(content: dict[str, Any]) -> dict[str, Any]:
 
 
 _VERSION_META = frozenset({"versionId", "lastUpdated"})
-
-
-def _current_row(stored: StoredResource) -> ResourceRow:
-    row = ResourceRow(res_type=stored.resource_type, res_id=stored.resource_id)
-    _copy_into(row, stored)
-    return row
-
-
-def _copy_into(row: ResourceRow, stored: StoredResource) -> None:
-    row.version_id = stored.version_id
-    row.last_updated = stored.last_updated
-    row.deleted = stored.deleted
-    row.content = json.dumps(stored.content, separators=(",", ":"))
