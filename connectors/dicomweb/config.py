@@ -1,90 +1,35 @@
-"""The configuration of one DICOMweb source (an outside PACS or archive).
-
-Secrets never sit in the configuration: basic and bearer auth name the environment variable
-that holds the password or token, and the client reads it when it is created.
-"""
+"""The configuration of one DICOMweb source (an outside PACS or archive); its auth, timeouts
+and retries are the shared HTTP ones (connectors.http)."""
 
 from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from connectors.dicomweb.errors import MissingSecret
+from connectors.http import BasicAuth, BearerAuth, HttpRetry, HttpTimeouts, NoAuth
 
-_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
-
-
-class NoAuth(BaseModel):
-    """No credentials (a PACS on a trusted network)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    type: Literal["none"] = "none"
-
-    def httpx_auth(self, source: str, environ: Mapping[str, str]) -> httpx.Auth | None:
-        return None
-
-
-class BasicAuth(BaseModel):
-    """HTTP basic auth; the password comes from the environment variable `password_env`."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    type: Literal["basic"] = "basic"
-    username: str = Field(min_length=1)
-    password_env: str = Field(pattern=_ENV_NAME)
-
-    def httpx_auth(self, source: str, environ: Mapping[str, str]) -> httpx.Auth | None:
-        return httpx.BasicAuth(self.username, _secret(source, self.password_env, environ))
-
-
-class BearerAuth(BaseModel):
-    """A bearer token from the environment variable `token_env` (issued out of band)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    type: Literal["bearer"] = "bearer"
-    token_env: str = Field(pattern=_ENV_NAME)
-
-    def httpx_auth(self, source: str, environ: Mapping[str, str]) -> httpx.Auth | None:
-        return _BearerToken(_secret(source, self.token_env, environ))
-
+__all__ = [
+    "BasicAuth",
+    "BearerAuth",
+    "DicomWebAuth",
+    "DicomWebRetry",
+    "DicomWebSource",
+    "DicomWebTimeouts",
+    "NoAuth",
+]
 
 DicomWebAuth = Annotated[NoAuth | BasicAuth | BearerAuth, Field(discriminator="type")]
 
 
-class DicomWebTimeouts(BaseModel):
-    """Seconds; `read` is the longest silence between two chunks of an answer, not a bound
-    on a whole retrieve (a large study takes as long as it takes)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    connect: float = Field(default=10.0, gt=0)
-    read: float = Field(default=60.0, gt=0)
-    write: float = Field(default=60.0, gt=0)
-    pool: float = Field(default=60.0, gt=0)
-
-    def httpx_timeout(self) -> httpx.Timeout:
-        return httpx.Timeout(connect=self.connect, read=self.read, write=self.write, pool=self.pool)
-
-
-class DicomWebRetry(BaseModel):
-    """Retries of a request that got 429 or 503, or no answer (connection refused, reset,
-    timed out): exponential backoff from `backoff_seconds`, or the peer's Retry-After."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_attempts: int = Field(default=4, ge=1)
-    backoff_seconds: float = Field(default=1.0, ge=0)
-    max_backoff_seconds: float = Field(default=30.0, ge=0)
-    max_retry_after_seconds: float = Field(default=120.0, ge=0)
-    """A longer Retry-After is cut to this, so that a peer cannot park a job for hours."""
+# The names the DICOMweb configuration has always had.
+DicomWebTimeouts = HttpTimeouts
+DicomWebRetry = HttpRetry
 
 
 class DicomWebSource(BaseModel):
@@ -125,19 +70,3 @@ class DicomWebSource(BaseModel):
         if self.ca_file is not None:
             return ssl.create_default_context(cafile=str(self.ca_file))
         return self.verify_tls
-
-
-class _BearerToken(httpx.Auth):
-    def __init__(self, token: str) -> None:
-        self._header = f"Bearer {token}"
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = self._header
-        yield request
-
-
-def _secret(source: str, variable: str, environ: Mapping[str, str]) -> str:
-    value = environ.get(variable, "")
-    if not value:
-        raise MissingSecret(source, variable)
-    return value

@@ -6,8 +6,6 @@ mean that a call could not do its job at all. None of them carries response cont
 query value: both may hold PHI. UIDs and HTTP statuses are fine.
 
     DicomWebError
-    ├── MissingSecret ............ the environment variable that holds a source's password
-    │                              or token is not set (a configuration error)
     ├── DicomWebAuthError ........ the peer refused our credentials (HTTP 401 or 403)
     ├── DicomWebHttpError ........ any other unexpected HTTP status (after retries for
     │   │                          429 and 503); `.status_code`
@@ -22,6 +20,9 @@ query value: both may hold PHI. UIDs and HTTP statuses are fine.
     └── RetrieveInterrupted ...... a WADO-RS retrieve broke mid-transfer; `.completed`
                                    lists the instances handed over before it broke, so
                                    the caller can fetch only what is missing
+
+A source whose secret variable is unset raises connectors.http.MissingSecret (re-exported
+here), shared with the other HTTP connectors.
 """
 
 from __future__ import annotations
@@ -29,24 +30,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from connectors.http.auth import MissingSecret
+
+__all__ = [
+    "DicomWebAuthError",
+    "DicomWebError",
+    "DicomWebHttpError",
+    "DicomWebNotFound",
+    "DicomWebProtocolError",
+    "DicomWebUnavailable",
+    "MissingSecret",
+    "MultipartError",
+    "MultipartTruncated",
+    "RetrieveInterrupted",
+]
+
 if TYPE_CHECKING:
     from connectors.dicomweb.results import RetrievedInstance
 
 
 class DicomWebError(Exception):
     """Base of every exception of this package."""
-
-
-class MissingSecret(DicomWebError):
-    """The environment variable named in a source's auth configuration is unset or empty."""
-
-    def __init__(self, source: str, variable: str) -> None:
-        super().__init__(
-            f"DICOMweb source {source!r}: the environment variable {variable} that should "
-            "hold its secret is not set."
-        )
-        self.source = source
-        self.variable = variable
 
 
 class DicomWebHttpError(DicomWebError):

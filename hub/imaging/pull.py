@@ -24,6 +24,7 @@ from connectors.dicomweb import DicomWebClient, DicomWebError, DicomWebSource
 from connectors.dicomweb.qido import first_value
 from connectors.dimse import DimseClient
 from connectors.dimse.errors import DimseError
+from connectors.http import MissingSecret
 from dicom.matching import THRESHOLD, match_score
 from dicom.reconcile import HubIdentity
 from dicom.store import ContentStore
@@ -79,7 +80,7 @@ def pull_imaging_job(
         except Ambiguous as exc:
             transfer = importer.open_transfer("pull", source_name, case_task_id=task_id)
             importer.close_transfer(transfer, failed=str(exc))
-        except (DicomWebError, DimseError) as exc:
+        except (DicomWebError, DimseError, MissingSecret) as exc:
             raise JobFailed(f"{source_name}: {exc}") from exc
         with sessions() as session:
             mark_done(session, job)
