@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from hub.api import admin, auth, case_operations, dicomweb, fhir_rest, health, imaging
+from hub.api import (
+    admin,
+    auth,
+    case_operations,
+    dicomweb,
+    fhir_rest,
+    health,
+    imaging,
+    records,
+)
 from hub.api.deps import HubState
 from hub.api.errors import install_error_handlers
 from hub.api.middleware import install_middleware
@@ -41,4 +50,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(dicomweb.router)
     app.include_router(imaging.router)
+    app.include_router(records.router)
     return app

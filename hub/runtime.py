@@ -28,6 +28,8 @@ from hub.messages.intake import MAP_JOB, Hl7Intake
 from hub.messages.mapping_job import map_hl7_message
 from hub.messages.outbound import DELIVER_JOB, MllpDeliveries, deliver_hl7_job
 from hub.messages.return_channel import ReturnChannel
+from hub.records.fhir_pull import PULL_RECORDS_JOB, pull_records_job
+from hub.records.write_back import WRITE_BACK_JOB, write_back_job
 from hub.settings import Settings
 
 log = logging.getLogger("hub.runtime")
@@ -52,6 +54,8 @@ def job_handlers(settings: Settings) -> dict[str, JobHandler]:
             dicom_store(settings),
             settings.dicom_scp.ae_title if settings.dicom_scp else None,
         ),
+        PULL_RECORDS_JOB: pull_records_job(settings.fhir_sources),
+        WRITE_BACK_JOB: write_back_job(settings.fhir_sources),
     }
 
 

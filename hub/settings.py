@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from connectors.dimse import StorageScpConfig
+from connectors.fhir_rest.config import FhirSource
 from connectors.hl7v2_mllp import MllpListenerConfig
 from hub.imaging.sources import ImagingSources
 from hub.messages.outbound import MllpDestination
@@ -124,6 +125,10 @@ class Settings(BaseSettings):
     """A folder watched for HL7 batch files (FHS/BHS … BTS/FTS); done/ and failed/ beside."""
     mllp_destinations: list[MllpDestination] = Field(default_factory=list)
     """HL7 v2 peers the hub delivers to (opinions, status updates), by name."""
+    fhir_sources: list[FhirSource] = Field(default_factory=list)
+    """Outside FHIR servers the hub pulls a case's records from (and, with `write_back`,
+    sends opinions to): base URL, auth (SMART Backend Services with the private key from a
+    file or the environment, bearer, basic), strategy, queries, limits."""
     default_program: str = "oncology"
     """The program a new case belongs to until routing assigns one."""
 

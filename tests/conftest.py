@@ -25,7 +25,7 @@ from hub.storage.migrate import upgrade
 from hub.storage.tables import Base
 from tests.fhir_client import token
 
-pytest_plugins = ["tests.orthanc_peer"]
+pytest_plugins = ["tests.orthanc_peer", "tests.fhir_server_peer"]
 
 POSTGRES_URL = os.environ.get(
     "HUB_TEST_POSTGRES_URL", "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/postgres"

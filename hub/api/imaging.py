@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import pathlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -22,10 +22,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import ColumnElement, CursorResult, false, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from hub import codes
-from hub.api.deps import Caller, authenticate, hub_state, read_body, unit_of_work
+from hub.api.deps import authenticate, hub_state, read_body, unit_of_work
+from hub.api.desk import case_manager, case_task, json_body, policy, text_field
 from hub.errors import (
-    Forbidden,
     IllegalTransition,
     InvalidRequest,
     NotFound,
@@ -37,7 +36,6 @@ from hub.imaging.importer import ATTACH_JOB, DicomImporter
 from hub.imaging.media import import_media
 from hub.imaging.pull import queue_pull
 from hub.jobs.outbox import enqueue
-from hub.security.access import AccessPolicy
 from hub.security.audit import audit_event, write_audit_event
 from hub.security.principal import Principal
 from hub.storage.repository import StoredResource
@@ -51,31 +49,10 @@ _UNKNOWN_STUDY = "The study is not known."
 _UNKNOWN_TRANSFER = "The transfer is not known."
 
 
-def _manager(interaction: str) -> Callable[[Request, Principal], Principal]:
-    def require(request: Request, caller: Caller) -> Principal:
-        # Before any lookup or body, inside a unit of work so that a refusal is audited.
-        with unit_of_work(request, caller):
-            if not caller.has_role("case-manager"):
-                raise Forbidden("The imaging desk is for the role case-manager.")
-            if not caller.allows("ImagingStudy", interaction):
-                raise Forbidden(
-                    f"The access token has no scope that allows '{interaction}' on "
-                    f"ImagingStudy (e.g. user/ImagingStudy.{interaction})."
-                )
-        return caller
-
-    return require
-
-
-Lister = Annotated[Principal, Depends(_manager("s"))]
-Reader = Annotated[Principal, Depends(_manager("r"))]
-Decider = Annotated[Principal, Depends(_manager("u"))]
+Lister = Annotated[Principal, Depends(case_manager("imaging", "ImagingStudy", "s"))]
+Reader = Annotated[Principal, Depends(case_manager("imaging", "ImagingStudy", "r"))]
+Decider = Annotated[Principal, Depends(case_manager("imaging", "ImagingStudy", "u"))]
 router = APIRouter(prefix="/imaging", tags=["Imaging"], dependencies=[Depends(authenticate)])
-
-
-def _json_body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    schema = {"type": "object", "properties": properties, "required": required}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 @router.get("/studies")
@@ -156,7 +133,7 @@ def show_transfer(
 @router.post(
     "/studies/{study}/$release",
     status_code=202,
-    openapi_extra=_json_body({"case": {"type": "string", "pattern": "^Task/"}}, ["case"]),
+    openapi_extra=json_body({"case": {"type": "string", "pattern": "^Task/"}}, ["case"]),
 )
 def release_study(
     request: Request,
@@ -166,12 +143,12 @@ def release_study(
 ) -> JSONResponse:
     """A person confirms a held study belongs to a case: it is attached to it next."""
     with unit_of_work(request, caller) as fhir:
-        case = _text(body, "case", 80)
+        case = text_field(body, "case", 80)
         match = _TASK_REFERENCE.fullmatch(case)
         if match is None:
             raise InvalidRequest("'case' must be a reference Task/<id>.", expression="case")
         row = _study_row(fhir, request, study)
-        task = _case_task(fhir, match.group(1))
+        task = case_task(fhir, match.group(1))
         _move(fhir.session, row, "released", case_task_id=task.resource_id, hold_reason=None)
         enqueue(fhir.session, ATTACH_JOB, row.study_uid)
         event = audit_event(
@@ -187,7 +164,7 @@ def release_study(
 
 @router.post(
     "/studies/{study}/$reject",
-    openapi_extra=_json_body({"reason": {"type": "string", "minLength": 1}}, ["reason"]),
+    openapi_extra=json_body({"reason": {"type": "string", "minLength": 1}}, ["reason"]),
 )
 def reject_study(
     request: Request,
@@ -197,7 +174,7 @@ def reject_study(
 ) -> JSONResponse:
     """A person decides a held study is not to be attached (wrong patient, unwanted)."""
     with unit_of_work(request, caller) as fhir:
-        reason = _text(body, "reason", _MAX_REASON)
+        reason = text_field(body, "reason", _MAX_REASON)
         row = _study_row(fhir, request, study)
         cases = _cases(fhir, [row.case_task_id])
         # The study's row keeps why it was rejected where it kept why it was held.
@@ -211,7 +188,7 @@ def reject_study(
 @router.post(
     "/cases/{task_id}/$pull",
     status_code=202,
-    openapi_extra=_json_body({"source": {"type": "string", "minLength": 1}}, ["source"]),
+    openapi_extra=json_body({"source": {"type": "string", "minLength": 1}}, ["source"]),
 )
 def pull_for_case(
     request: Request,
@@ -222,10 +199,10 @@ def pull_for_case(
     """Fetch the case's studies from a configured outside PACS (as a job): found by the
     patient's identifiers, else by name and birth date; then attached like any arrival."""
     with unit_of_work(request, caller) as fhir:
-        source = _text(body, "source", 128)
+        source = text_field(body, "source", 128)
         if source not in hub_state(request).settings.imaging_sources.names():
             raise InvalidRequest(f"No imaging source named '{source}'.", expression="source")
-        task = _case_task(fhir, task_id)
+        task = case_task(fhir, task_id)
         queue_pull(fhir.session, task.resource_id, source)
         event = audit_event(
             caller, "operation", [task], description=f"$pull of imaging from {source}"
@@ -280,7 +257,7 @@ def _import_upload(
     case: str | None,
 ) -> dict[str, object]:
     with unit_of_work(request, caller) as fhir:
-        task = _case_task(fhir, case.removeprefix("Task/")) if case else None
+        task = case_task(fhir, case.removeprefix("Task/")) if case else None
         tasks = [task] if task else []
         event = audit_event(caller, "create", tasks, description="upload of a patient CD")
         write_audit_event(fhir.repository, event)
@@ -293,19 +270,13 @@ def _import_upload(
 # -- who may see what ---------------------------------------------------------------------------
 
 
-def _policy(fhir: FhirInteractions) -> AccessPolicy:
-    if fhir.access is None:  # pragma: no cover - the API always has a caller
-        raise Forbidden("No access policy for this caller.")
-    return fhir.access
-
-
 def _manageable(fhir: FhirInteractions, request: Request) -> ColumnElement[bool]:
     """A condition on DicomStudyRow: the studies the caller may manage."""
-    caller = _policy(fhir).principal
+    caller = policy(fhir).principal
     visible_cases = select(ResourceRow.res_id).where(
         ResourceRow.res_type == "Task",
         ResourceRow.deleted.is_(False),
-        _policy(fhir).visible("Task"),
+        policy(fhir).visible("Task"),
     )
     without_case = (
         DicomStudyRow.case_task_id.is_(None)
@@ -316,11 +287,11 @@ def _manageable(fhir: FhirInteractions, request: Request) -> ColumnElement[bool]
 
 
 def _may_manage(fhir: FhirInteractions, request: Request, case_task_id: str | None) -> bool:
-    policy = _policy(fhir)
+    access = policy(fhir)
     if case_task_id is None:
-        return hub_state(request).settings.default_program in policy.principal.programs
+        return hub_state(request).settings.default_program in access.principal.programs
     task = fhir.repository.find("Task", case_task_id)
-    return task is not None and policy.can_see(task)
+    return task is not None and access.can_see(task)
 
 
 def _study_row(fhir: FhirInteractions, request: Request, study: str) -> DicomStudyRow:
@@ -328,20 +299,6 @@ def _study_row(fhir: FhirInteractions, request: Request, study: str) -> DicomStu
     if row is None or not _may_manage(fhir, request, row.case_task_id):
         raise NotFound(_UNKNOWN_STUDY)
     return row
-
-
-def _case_task(fhir: FhirInteractions, task_id: str) -> StoredResource:
-    """The case Task the caller names, if the caller may see it."""
-    task = fhir.repository.find("Task", task_id)
-    policy = _policy(fhir)
-    is_case = task is not None and any(
-        coding.get("system") == codes.CASE_TASK_SYSTEM
-        and coding.get("code") == codes.CASE_TASK_CODE
-        for coding in (task.content.get("code") or {}).get("coding") or []
-    )
-    if task is None or not is_case or not policy.can_see(task):
-        raise NotFound(f"Task/{task_id} is not a case the hub knows.", expression="case")
-    return task
 
 
 def _cases(fhir: FhirInteractions, task_ids: Sequence[str | None]) -> list[StoredResource]:
@@ -412,14 +369,3 @@ def _study(row: DicomStudyRow, instances: int) -> dict[str, Any]:
 
 def _reference(task_id: str | None) -> str | None:
     return f"Task/{task_id}" if task_id else None
-
-
-def _text(body: Any, name: str, limit: int) -> str:
-    if not isinstance(body, dict):
-        raise InvalidRequest("The body must be a JSON object.")
-    value = body.get(name)
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidRequest(f"'{name}' is required: a non-empty string.", expression=name)
-    if len(value) > limit:
-        raise InvalidRequest(f"'{name}' is longer than {limit} characters.", expression=name)
-    return value.strip()

@@ -25,7 +25,9 @@ from hub.storage.tables import ResourceRow, SearchIndexRow
 
 # Directory entries: not patient data, readable by every clinical role.
 # Endpoint: where the hub's own services are (its DICOMweb, for ImagingStudy.endpoint).
-DIRECTORY_TYPES = frozenset({"Practitioner", "Organization", "Endpoint"})
+# Medication and Location: what a drug is and where a place is, pulled with the records
+# that reference them.
+DIRECTORY_TYPES = frozenset({"Practitioner", "Organization", "Endpoint", "Medication", "Location"})
 # The audit trail: read by admins only, written only by the hub itself.
 AUDIT_TYPES = frozenset({"AuditEvent"})
 CLINICAL_TYPES = frozenset(supported_types()) - DIRECTORY_TYPES - AUDIT_TYPES

@@ -14,6 +14,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -242,3 +243,27 @@ class DicomInstanceRow(Base):
     """The instance's InstanceInfo (JSON): what QIDO-RS and the ImagingStudy are made from."""
     transfer_id: Mapped[int] = mapped_column(Integer)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+
+
+class RecordPullRow(Base):
+    """A case's records at one outside FHIR source: where the patient is there, how the
+    last pull went and what it could not bring (its report)."""
+
+    __tablename__ = "record_pull"
+    __table_args__ = (UniqueConstraint("case_task_id", "source", name="uq_record_pull_case"),)
+
+    pull_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_task_id: Mapped[str] = mapped_column(String(64), index=True)
+    source: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    """queued, complete, incomplete (stored, with what is missing reported), held (the
+    patient is ambiguous at the source: a case manager chooses), not-found, failed."""
+    source_patient_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    since: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    """The source's time at the start of the last complete pull: the next one asks only for
+    what changed after it (_lastUpdated, _since)."""
+    stored: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    report: Mapped[str] = mapped_column(Text, default="{}")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
