@@ -7,3 +7,4 @@ bash scripts/setup.sh
 bash scripts/ensure_fhir_peer.sh
 .venv/bin/python -m benchmarks.bench_hl7
 bash scripts/ensure_dicom_peers.sh && .venv/bin/python -m benchmarks.bench_dicom
+.venv/bin/python -m benchmarks.bench_fhir

@@ -104,9 +104,9 @@ class FhirClient:
         self.auth = _auth(source, os.environ if environ is None else environ)
         self.session = FhirSession(source, self.auth, transport=transport, sleep=sleep)
         self.sleep = sleep
-        self._limiter = (
-            AsyncLimiter(source.requests_per_second, 1.0) if source.requests_per_second else None
-        )
+        # One request per 1/rate seconds, no burst: "at most N a second" in every second.
+        rate = source.requests_per_second
+        self._limiter = AsyncLimiter(1, 1.0 / rate) if rate else None
         self._capabilities: JsonObject | None = None
 
     async def __aenter__(self) -> FhirClient:
@@ -144,7 +144,15 @@ class FhirClient:
             return DeliveryResult(False, str(exc.status_code), str(exc), retryable)
         except (FhirUnavailable, FhirProtocolError) as exc:
             return DeliveryResult(False, "unavailable", str(exc), True)
-        return DeliveryResult(True, "200", response=json.dumps(answer).encode())
+        response = json.dumps(answer).encode()
+        # A batch answers 200 whatever became of its entries: each entry says.
+        for index, entry in enumerate(answer.get("entry") or []):
+            status = str((entry.get("response") or {}).get("status", "200")).split()[0]
+            if not status.startswith("2"):
+                detail = f"entry {index} answered {status}"
+                retryable = status.startswith("5") or status in ("408", "429")
+                return DeliveryResult(False, status, detail, retryable, response)
+        return DeliveryResult(True, "200", response=response)
 
     # -- reads ------------------------------------------------------------------------
 

@@ -23,7 +23,13 @@ from hub.errors import (
     PreconditionFailed,
     UnprocessableResource,
 )
-from hub.fhir.references import format_problem, is_local, iter_references, unresolved
+from hub.fhir.references import (
+    format_problem,
+    is_local,
+    iter_references,
+    references_in,
+    unresolved,
+)
 from hub.fhir.search_parameters import search_parameters, supported_types
 from hub.fhir.validation import check_required_codes, validate_resource
 from hub.security.access import AUDIT_TYPES, CASE_WORKERS, AccessPolicy
@@ -301,28 +307,41 @@ class FhirInteractions:
         may point at each other in any order (like a deferred foreign key).
         """
         written = {stored.reference for _, stored in self._written if not stored.deleted}
-        issues: list[Issue] = []
-        to_look_up: list[tuple[str, str, tuple[str, str]]] = []
+        malformed: dict[str, str] = {}
+        to_look_up: dict[str, tuple[str, str]] = {}
+        holders: list[tuple[str, StoredResource]] = []
         for where, stored in self._written:
-            for path, reference in iter_references(stored.content, where):
+            references = references_in(stored.content)
+            if references:
+                holders.append((where, stored))
+            for reference in references:
                 problem = _reference_problem(reference)
                 if problem:
-                    issues.append(Issue(problem, code="value", expression=(path,)))
+                    malformed[reference] = problem
                     continue
                 target = split_reference(reference) if is_local(reference) else None
                 if target and target[0] in search_parameters() and reference not in written:
-                    to_look_up.append((path, reference, target))
+                    to_look_up[reference] = target
         self._written.clear()
         existing = self._existing(
-            {target for _, reference, target in to_look_up if "/_history/" not in reference}
+            {target for reference, target in to_look_up.items() if "/_history/" not in reference}
         )
-        issues += [
-            unresolved(reference, path)
-            for path, reference, target in to_look_up
+        missing = {
+            reference
+            for reference, target in to_look_up.items()
             if not (
                 self._version_exists(reference) if "/_history/" in reference else target in existing
             )
-        ]
+        }
+        issues: list[Issue] = []
+        if malformed or missing:
+            # Only now the paths, for the issues (slower to collect than the references).
+            for where, stored in holders:
+                for path, reference in iter_references(stored.content, where):
+                    if reference in malformed:
+                        issues.append(Issue(malformed[reference], code="value", expression=(path,)))
+                    elif reference in missing:
+                        issues.append(unresolved(reference, path))
         if issues:
             raise UnprocessableResource(
                 "The resource has references that cannot be used.", issues=issues

@@ -26,6 +26,26 @@ def iter_references(node: Any, path: str) -> Iterator[tuple[str, str]]:
             yield from iter_references(child, f"{path}[{index}]")
 
 
+def references_in(node: Any) -> list[str]:
+    """Every Reference.reference under `node` (not inside contained resources), without
+    their paths: a loop over a stack, several times faster than `iter_references` on a
+    large resource (the store path calls it for every write)."""
+    found: list[str] = []
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if key == "reference":
+                    if isinstance(child, str):
+                        found.append(child)
+                elif key != "contained" and isinstance(child, dict | list):
+                    stack.append(child)
+        elif isinstance(item, list):
+            stack.extend(child for child in item if isinstance(child, dict | list))
+    return found
+
+
 def is_local(reference: str) -> bool:
     """A relative reference (`Type/id[/_history/v]`) to a resource on this server."""
     return bool(_RELATIVE.match(reference))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -115,6 +116,8 @@ class PullOutcome:
     started: str
     held: set[str]
     """Source `Type/id`s referenced and already in the hub from earlier pulls."""
+    seconds: dict[str, float]
+    """Wall time of each stage (fetch, validate), for the report."""
 
 
 async def _pull(
@@ -126,16 +129,19 @@ async def _pull(
     sessions: sessionmaker[Session],
 ) -> PullOutcome:
     started = instant(utc_now())
+    clock = time.perf_counter()
     async with FhirClient(source) as client:
         match = None
         if known_patient is None:
             match = await find_patient(client, patient)
             if match.found is None:
                 status = "held" if match.candidates else "not-found"
-                return PullOutcome(status, None, match, "", started, set())
+                return PullOutcome(status, None, match, "", started, set(), {})
             known_patient = match.found.source_id
             since = None  # a patient newly found: all of the record
-        normalizer = Normalizer(source.name, source.base_url, known_patient, hub_patient_id)
+        normalizer = Normalizer(
+            source.name, source.base_url, known_patient, hub_patient_id, check=invalidity
+        )
         normalizer.add(await client.read("Patient", known_patient))
         strategy = source.strategy
         if strategy == "auto":
@@ -144,11 +150,10 @@ async def _pull(
         held = await _resolve_references(client, normalizer, sessions)
         if source.fetch_attachments:
             await _fetch_attachments(client, normalizer)
-    _validate(normalizer)
+    seconds = {"fetch and validate": time.perf_counter() - clock}
     incomplete = any(p.kind == "query" for p in normalizer.problems)
-    return PullOutcome(
-        "incomplete" if incomplete else "complete", normalizer, match, strategy, started, held
-    )
+    status = "incomplete" if incomplete else "complete"
+    return PullOutcome(status, normalizer, match, strategy, started, held, seconds)
 
 
 async def _fetch(
@@ -254,14 +259,14 @@ async def _fetch_attachments(client: FhirClient, normalizer: Normalizer) -> None
     await asyncio.gather(*(fetch(url) for url in sorted(normalizer.attachment_urls())))
 
 
-def _validate(normalizer: Normalizer) -> None:
-    """Drop (and report) what is not valid FHIR R4, before references to it are rewritten."""
-    for key, resource in list(normalizer.pulled.items()):
-        try:
-            validate_resource(resource, expected_type=key.split("/")[0])
-        except HubError as exc:
-            paths = ", ".join(e for issue in exc.issues for e in issue.expression)
-            normalizer.reject(key, f"{exc.diagnostics} ({paths})" if paths else exc.diagnostics)
+def invalidity(resource: JsonObject) -> str | None:
+    """Why a pulled resource is not valid FHIR R4 (with the paths), or None."""
+    try:
+        validate_resource(resource)
+    except HubError as exc:
+        paths = ", ".join(e for issue in exc.issues for e in issue.expression)
+        return f"{exc.diagnostics} ({paths})" if paths else exc.diagnostics
+    return None
 
 
 def _store(session: Session, task_id: str, source: FhirSource, outcome: PullOutcome) -> None:
@@ -270,6 +275,7 @@ def _store(session: Session, task_id: str, source: FhirSource, outcome: PullOutc
         candidates = [c.to_json() for c in (outcome.match.candidates if outcome.match else [])]
         _finish(session, task_id, source.name, outcome.status, report={"candidates": candidates})
         return
+    clock = time.perf_counter()
     interactions = FhirInteractions(session)
     resources = list(normalizer.normalized(outcome.held))
     existing = _existing(session, [reference for reference, _ in resources])
@@ -296,6 +302,10 @@ def _store(session: Session, task_id: str, source: FhirSource, outcome: PullOutc
         "fetched": dict(sorted(normalizer.fetched.items())),
         "stored": dict(written),
         "problems": [p.to_json() for p in normalizer.problems],
+        "seconds": {
+            **{k: round(v, 3) for k, v in outcome.seconds.items()},
+            "store": round(time.perf_counter() - clock, 3),
+        },
     }
     row = _finish(session, task_id, source.name, outcome.status, report=report)
     row.source_patient_id = normalizer.source_patient_id

@@ -13,14 +13,14 @@ fetched by the caller and pointed at hub Binaries.
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from hub.fhir.references import references_in
 from hub.fhir.search_parameters import supported_types
 
 JsonObject = dict[str, Any]
@@ -74,6 +74,9 @@ class Normalizer:
     """Source `Type/id` or attachment URL → why the pull could not have it."""
     attachments: dict[str, str] = field(default_factory=dict)
     """Attachment URL → the source `Binary/id` holding its bytes."""
+    check: Callable[[JsonObject], str | None] | None = None
+    """Why a resource is not valid FHIR (None when it is): run as each arrives, so that the
+    checking overlaps the waiting for the next page."""
 
     def add(self, resource: JsonObject) -> None:
         """Take one pulled resource (the last copy of a resource seen twice wins)."""
@@ -99,12 +102,17 @@ class Normalizer:
         if reason is not None:
             self.problems.append(Problem("skipped", where, reason))
             return
+        invalid = self.check(resource) if self.check is not None else None
+        if invalid is not None:
+            self.reject(where, invalid)
+            return
         self.pulled[where] = resource
 
     def reject(self, where: str, detail: str) -> None:
         """Drop a pulled resource that is not valid FHIR (references to it are rewritten
         like those to anything else the hub cannot hold)."""
         self.pulled.pop(where, None)
+        self.unavailable[where] = "not valid FHIR R4 (see invalid)"
         self.problems.append(Problem("invalid", where, detail))
 
     def outside_targets(self) -> set[tuple[str, str]]:
@@ -112,11 +120,13 @@ class Normalizer:
         not bring (candidates for a read, or already held from an earlier pull)."""
         wanted: set[tuple[str, str]] = set()
         for resource in self.pulled.values():
-            for reference in _references(resource):
+            for reference in references_in(resource):
                 target = self.source_target(reference)
+                key = f"{target[0]}/{target[1]}" if target else ""
                 if (
                     target
-                    and f"{target[0]}/{target[1]}" not in self.pulled
+                    and key not in self.pulled
+                    and key not in self.unavailable
                     and target != ("Patient", self.source_patient_id)
                 ):
                     wanted.add(target)
@@ -154,16 +164,16 @@ class Normalizer:
         self.attachments[url] = f"Binary/{source_id}"
 
     def normalized(self, held: set[str]) -> Iterator[tuple[str, JsonObject]]:
-        """(hub reference, resource) for every pulled resource, rewritten. `held`: source
-        `Type/id`s the hub already holds from this source (earlier pulls)."""
+        """(hub reference, resource) for every pulled resource, rewritten in place (once:
+        the pulled copies are consumed). `held`: source `Type/id`s the hub already holds
+        from this source (earlier pulls)."""
         available = set(self.pulled) | held
         for where, resource in self.pulled.items():
             resource_type, source_id = where.split("/")
-            result = copy.deepcopy(resource)
-            result["id"] = hub_id(self.source, resource_type, source_id)
-            result["meta"] = self._meta(resource, where)
-            self._rewrite(result, where, available)
-            yield f"{resource_type}/{result['id']}", result
+            resource["meta"] = self._meta(resource, where)
+            resource["id"] = hub_id(self.source, resource_type, source_id)
+            self._rewrite(resource, where, available)
+            yield f"{resource_type}/{resource['id']}", resource
 
     def hub_reference(self, key: str) -> str:
         """The hub reference of the resource pulled as source `Type/id`."""
@@ -228,18 +238,6 @@ class Normalizer:
 
 
 _KEPT_META = ("profile", "security", "tag")
-
-
-def _references(node: Any) -> Iterator[str]:
-    if isinstance(node, dict):
-        for key, child in node.items():
-            if key == "reference" and isinstance(child, str):
-                yield child
-            else:
-                yield from _references(child)
-    elif isinstance(node, list):
-        for child in node:
-            yield from _references(child)
 
 
 def _attachment_urls(node: Any, parent: str = "") -> Iterator[str]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from hub import codes
 from hub.fhir.dates import instant, utc_now
-from hub.fhir.references import iter_references
+from hub.fhir.references import references_in
 from hub.security.principal import Principal
 from hub.storage.indexer import split_reference
 from hub.storage.repository import ResourceRepository, StoredResource
@@ -125,7 +125,7 @@ def _patient_entity(reference: str) -> dict[str, Any]:
 
 def _patients_of(stored: StoredResource) -> set[str]:
     found = set()
-    for _path, reference in iter_references(stored.content, stored.resource_type):
+    for reference in references_in(stored.content):
         target = split_reference(reference)
         if target and target[0] == "Patient":
             found.add(f"Patient/{target[1]}")

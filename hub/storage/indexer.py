@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from hub.fhir.dates import EARLIEST, LATEST, date_range
+from hub.fhir.references import references_in
 from hub.fhir.search_parameters import SearchParameter, search_parameters
 
 # Every reference anywhere in a resource, indexed under this name: it finds all that
@@ -48,7 +49,7 @@ def index_values(resource_type: str, resource: dict[str, Any]) -> list[IndexValu
     for param in search_parameters().get(resource_type, {}).values():
         for value in param.evaluate(resource):
             rows.update(dict.fromkeys(_values_of(param, value)))
-    for reference in _all_references(resource):
+    for reference in references_in(resource):
         target = split_reference(reference)
         if target:
             rows[IndexValue(ANY_REFERENCE, system=target[0], value=target[1])] = None
@@ -106,15 +107,3 @@ def _date_bounds(value: Any) -> tuple[datetime | None, datetime | None]:
     except ValueError:
         pass  # not a date (e.g. effectiveTiming): not indexed
     return None, None
-
-
-def _all_references(node: Any) -> Iterator[str]:
-    if isinstance(node, dict):
-        for key, child in node.items():
-            if key == "reference" and isinstance(child, str):
-                yield child
-            elif key != "contained":
-                yield from _all_references(child)
-    elif isinstance(node, list):
-        for child in node:
-            yield from _all_references(child)

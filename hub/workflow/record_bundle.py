@@ -12,7 +12,7 @@ from hub.errors import InvalidRequest
 from hub.fhir.bundles import full_url
 from hub.fhir.dates import instant, utc_now
 from hub.fhir.interactions import FhirInteractions
-from hub.fhir.references import iter_references
+from hub.fhir.references import references_in
 from hub.storage.indexer import ANY_REFERENCE, split_reference
 from hub.storage.repository import ResourceRepository, StoredResource
 from hub.storage.tables import SearchIndexRow
@@ -44,7 +44,7 @@ def record_bundle(fhir: FhirInteractions, referral_id: str, base: str) -> dict[s
     for key in _pointing_at(repository, [subject, *members]):
         _add(repository, members, key)
     for stored in list(members.values()):
-        for _path, reference in iter_references(stored.content, stored.resource_type):
+        for reference in references_in(stored.content):
             target = split_reference(reference)
             if target and target[0] in FOLLOWED_TYPES:
                 _add(repository, members, target)

@@ -501,6 +501,13 @@ async function fhir(req, res, url, entry) {
     restore?.();
     return send(res, code, result);
   }
+  // A transaction is all or nothing: one failed entry undoes the others (FHIR R4 3.1.0.11.2).
+  const failed = restore && resource?.entry?.find((e) => !String(e.response?.status).startsWith('2'));
+  if (failed) {
+    restore();
+    return send(res, 400, failed.response?.outcome
+      ?? outcome('processing', `A transaction entry failed (${failed.response?.status})`));
+  }
   if (isSearch) withLinks(resource, base, type, query);
   const headers = {};
   if (resource?.meta?.versionId) {

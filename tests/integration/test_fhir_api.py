@@ -296,6 +296,16 @@ def minimal_resources(subject: str) -> dict[str, dict[str, Any]]:
             "effectiveDateTime": when,
         },
         "Communication": {"status": "completed"},
+        "Encounter": {
+            "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+            "subject": ref,
+        },
+        "AllergyIntolerance": {"patient": ref, "code": text},
+        "CarePlan": {"status": "active", "intent": "plan", "subject": ref},
+        "Specimen": {"subject": ref, "type": text},
+        "Medication": {"code": text},
+        "Location": {"name": "Oncology clinic"},
         "Consent": {
             "status": "active",
             "scope": {"coding": [{"system": CONSENT_SCOPE, "code": "treatment"}]},
