@@ -315,12 +315,14 @@ class FhirInteractions:
             if references:
                 holders.append((where, stored))
             for reference in references:
+                if reference in written:  # an entry of this unit of work: well-formed, there
+                    continue
                 problem = _reference_problem(reference)
                 if problem:
                     malformed[reference] = problem
                     continue
                 target = split_reference(reference) if is_local(reference) else None
-                if target and target[0] in search_parameters() and reference not in written:
+                if target and target[0] in search_parameters():
                     to_look_up[reference] = target
         self._written.clear()
         existing = self._existing(

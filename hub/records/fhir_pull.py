@@ -39,16 +39,15 @@ from connectors.fhir_rest.config import FhirSource
 from connectors.fhir_rest.errors import FhirSourceError
 from connectors.http import MissingSecret
 from hub import codes
-from hub.errors import HubError
 from hub.fhir.dates import instant, utc_now
 from hub.fhir.interactions import FhirInteractions
-from hub.fhir.validation import validate_resource
 from hub.imaging.attach import Unattachable, case_and_patient
 from hub.imaging.events import record_case_event
 from hub.jobs.outbox import Job, enqueue, mark_done
 from hub.jobs.worker import JobFailed, OwnTransactions
 from hub.records.normalize import Normalizer, Problem, hub_id
 from hub.records.patient_match import PatientMatch, find_patient
+from hub.records.validation import Validation
 from hub.storage.repository import ResourceRepository
 from hub.storage.tables import RecordPullRow, ResourceRow
 
@@ -117,7 +116,8 @@ class PullOutcome:
     held: set[str]
     """Source `Type/id`s referenced and already in the hub from earlier pulls."""
     seconds: dict[str, float]
-    """Wall time of each stage (fetch, validate), for the report."""
+    """Wall time of each stage, for the report."""
+    validation: Validation | None
 
 
 async def _pull(
@@ -136,28 +136,42 @@ async def _pull(
             match = await find_patient(client, patient)
             if match.found is None:
                 status = "held" if match.candidates else "not-found"
-                return PullOutcome(status, None, match, "", started, set(), {})
+                return PullOutcome(status, None, match, "", started, set(), {}, None)
             known_patient = match.found.source_id
             since = None  # a patient newly found: all of the record
-        normalizer = Normalizer(
-            source.name, source.base_url, known_patient, hub_patient_id, check=invalidity
-        )
-        normalizer.add(await client.read("Patient", known_patient))
+        normalizer = Normalizer(source.name, source.base_url, known_patient, hub_patient_id)
+        validation = Validation()
+        pull = Collector(normalizer, validation)
+        pull.add(await client.read("Patient", known_patient))
         strategy = source.strategy
         if strategy == "auto":
             strategy = "everything" if await client.offers("everything") else "queries"
-        await _fetch(client, strategy, known_patient, since, normalizer)
-        held = await _resolve_references(client, normalizer, sessions)
+        await _fetch(client, strategy, known_patient, since, pull)
+        held = await _resolve_references(client, pull, sessions)
         if source.fetch_attachments:
             await _fetch_attachments(client, normalizer)
-    seconds = {"fetch and validate": time.perf_counter() - clock}
+    validation.submit()  # before normalization rewrites the resources in place
+    seconds = {"fetch": time.perf_counter() - clock}
     incomplete = any(p.kind == "query" for p in normalizer.problems)
     status = "incomplete" if incomplete else "complete"
-    return PullOutcome(status, normalizer, match, strategy, started, held, seconds)
+    return PullOutcome(status, normalizer, match, strategy, started, held, seconds, validation)
+
+
+@dataclass
+class Collector:
+    """Where pulled resources go: the normalizer, and the validation of what it keeps."""
+
+    normalizer: Normalizer
+    validation: Validation
+
+    def add(self, resource: JsonObject) -> None:
+        key = self.normalizer.add(resource)
+        if key is not None:
+            self.validation.add(key, resource)
 
 
 async def _fetch(
-    client: FhirClient, strategy: str, patient_id: str, since: str | None, into: Normalizer
+    client: FhirClient, strategy: str, patient_id: str, since: str | None, into: Collector
 ) -> None:
     source = client.source
     if strategy == "everything":
@@ -189,21 +203,22 @@ async def _entries(pages: AsyncIterator[JsonObject]) -> AsyncIterator[JsonObject
                 yield entry["resource"]
 
 
-async def _collect(what: str, resources: AsyncIterator[JsonObject], into: Normalizer) -> None:
+async def _collect(what: str, resources: AsyncIterator[JsonObject], into: Collector) -> None:
     """Add what `resources` yields; a failure of the source becomes a `query` problem (what
     came before it is kept)."""
     try:
         async for resource in resources:
             into.add(resource)
     except FhirSourceError as exc:
-        into.problems.append(Problem("query", what, str(exc)))
+        into.normalizer.problems.append(Problem("query", what, str(exc)))
 
 
 async def _resolve_references(
-    client: FhirClient, normalizer: Normalizer, sessions: sessionmaker[Session]
+    client: FhirClient, pull: Collector, sessions: sessionmaker[Session]
 ) -> set[str]:
     """Read what pulled resources reference but the pull did not bring (one level), unless
     the hub holds it from an earlier pull; returns the source `Type/id`s it holds."""
+    normalizer = pull.normalizer
     targets = normalizer.outside_targets()
     held = await asyncio.to_thread(_held, sessions, client.name, targets)
     wanted = sorted(t for t in targets if f"{t[0]}/{t[1]}" not in held)
@@ -218,7 +233,7 @@ async def _resolve_references(
         key = f"{resource_type}/{source_id}"
         async with gate:
             try:
-                normalizer.add(await client.read(resource_type, source_id))
+                pull.add(await client.read(resource_type, source_id))
             except FhirSourceError as exc:
                 normalizer.unavailable[key] = str(exc)
         if key not in normalizer.pulled and key not in normalizer.unavailable:
@@ -259,16 +274,6 @@ async def _fetch_attachments(client: FhirClient, normalizer: Normalizer) -> None
     await asyncio.gather(*(fetch(url) for url in sorted(normalizer.attachment_urls())))
 
 
-def invalidity(resource: JsonObject) -> str | None:
-    """Why a pulled resource is not valid FHIR R4 (with the paths), or None."""
-    try:
-        validate_resource(resource)
-    except HubError as exc:
-        paths = ", ".join(e for issue in exc.issues for e in issue.expression)
-        return f"{exc.diagnostics} ({paths})" if paths else exc.diagnostics
-    return None
-
-
 def _store(session: Session, task_id: str, source: FhirSource, outcome: PullOutcome) -> None:
     normalizer = outcome.normalizer
     if normalizer is None:
@@ -276,19 +281,17 @@ def _store(session: Session, task_id: str, source: FhirSource, outcome: PullOutc
         _finish(session, task_id, source.name, outcome.status, report={"candidates": candidates})
         return
     clock = time.perf_counter()
-    interactions = FhirInteractions(session)
     resources = list(normalizer.normalized(outcome.held))
-    existing = _existing(session, [reference for reference, _ in resources])
-    written: Counter[str] = Counter()
-    for reference, resource in resources:
-        resource_type, resource_id = reference.split("/")
-        if reference in existing:
-            stored, _ = interactions.update(resource_type, resource_id, resource, validated=True)
-            changed = stored.version_id > existing[reference]
-            written["updated" if changed else "unchanged"] += 1
-        else:
-            interactions.create(resource_type, resource, resource_id=resource_id, validated=True)
-            written["created"] += 1
+    interactions = FhirInteractions(session)
+    written = _write(interactions, resources)
+    # The validation ran beside the fetching and the writing: only now is it known whether
+    # something invalid must go (rarely: then the writing is done again without it).
+    rejected = outcome.validation.problems() if outcome.validation else {}
+    if rejected:
+        session.rollback()
+        resources = normalizer.demote(resources, rejected)
+        interactions = FhirInteractions(session)
+        written = _write(interactions, resources)
     _add_identifiers(interactions, normalizer)
     interactions.finish()
     targets = [reference for reference, _ in resources]
@@ -312,6 +315,24 @@ def _store(session: Session, task_id: str, source: FhirSource, outcome: PullOutc
     row.stored = len(resources)
     if outcome.status == "complete":
         row.since = outcome.started
+
+
+def _write(interactions: FhirInteractions, resources: list[tuple[str, JsonObject]]) -> Counter[str]:
+    """Create or update each resource (references checked later, by `finish`)."""
+    session = interactions.session
+    existing = _existing(session, [reference for reference, _ in resources])
+    written: Counter[str] = Counter()
+    for reference, resource in resources:
+        resource_type, resource_id = reference.split("/")
+        if reference in existing:
+            stored, _ = interactions.update(resource_type, resource_id, resource, validated=True)
+            changed = stored.version_id > existing[reference]
+            written["updated" if changed else "unchanged"] += 1
+        else:
+            interactions.create(resource_type, resource, resource_id=resource_id, validated=True)
+            written["created"] += 1
+    session.flush()
+    return written
 
 
 def _existing(session: Session, references: list[str]) -> dict[str, int]:
@@ -400,10 +421,12 @@ def _finish(
     report: JsonObject,
     error: str | None = None,
 ) -> RecordPullRow:
-    """Record how the pull ended, and tell the case (a Communication for its manager)."""
+    """Record how the pull ended, and tell the case (a Communication for its manager; once
+    for a failure that the job's retries meet again)."""
     row = _pull_row(session, task_id, source)
+    if (row.status, row.error) != (status, error):
+        record_case_event(session, task_id, _event_text(source, status, report, error))
     row.status, row.error, row.report, row.updated_at = status, error, json.dumps(report), utc_now()
-    record_case_event(session, task_id, _event_text(source, status, report, error))
     return row
 
 

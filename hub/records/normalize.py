@@ -16,7 +16,7 @@ import base64
 import hashlib
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,39 +74,34 @@ class Normalizer:
     """Source `Type/id` or attachment URL → why the pull could not have it."""
     attachments: dict[str, str] = field(default_factory=dict)
     """Attachment URL → the source `Binary/id` holding its bytes."""
-    check: Callable[[JsonObject], str | None] | None = None
-    """Why a resource is not valid FHIR (None when it is): run as each arrives, so that the
-    checking overlaps the waiting for the next page."""
 
-    def add(self, resource: JsonObject) -> None:
-        """Take one pulled resource (the last copy of a resource seen twice wins)."""
+    def add(self, resource: JsonObject) -> str | None:
+        """Take one pulled resource (the last copy of a resource seen twice wins); its source
+        `Type/id` when it is to be stored, None when it is not (reported)."""
         resource_type = str(resource.get("resourceType") or "")
         source_id = str(resource.get("id") or "")
         where = f"{resource_type}/{source_id}"
         self.fetched[resource_type] += 1
         if resource_type == "OperationOutcome":
             self.problems.append(Problem("warning", "search", _outcome_text(resource)))
-            return
+            return None
         if not source_id or not _RELATIVE.match(where):
             self.problems.append(Problem("skipped", where, "the resource has no usable id"))
-            return
+            return None
         if resource_type == "Patient":
             if source_id == self.source_patient_id:
                 self.source_patient = resource
             else:
                 self.problems.append(Problem("skipped", where, "another patient's record"))
-            return
+            return None
         reason = NOT_PULLED.get(resource_type)
         if reason is None and resource_type not in supported_types():
             reason = "a resource type the hub does not store"
         if reason is not None:
             self.problems.append(Problem("skipped", where, reason))
-            return
-        invalid = self.check(resource) if self.check is not None else None
-        if invalid is not None:
-            self.reject(where, invalid)
-            return
+            return None
         self.pulled[where] = resource
+        return where
 
     def reject(self, where: str, detail: str) -> None:
         """Drop a pulled resource that is not valid FHIR (references to it are rewritten
@@ -175,6 +170,25 @@ class Normalizer:
             self._rewrite(resource, where, available)
             yield f"{resource_type}/{resource['id']}", resource
 
+    def demote(
+        self, resources: list[tuple[str, JsonObject]], rejected: dict[str, str]
+    ) -> list[tuple[str, JsonObject]]:
+        """After `normalized`: without the `rejected` resources (source `Type/id` → why
+        they are invalid), references to them pointing at the source instead, reported."""
+        for key, why in rejected.items():
+            self.reject(key, why)
+        gone = {self.hub_reference(key): key for key in rejected}
+        origin = {self.hub_reference(key): key for key in self.pulled}
+        kept = [(reference, resource) for reference, resource in resources if reference not in gone]
+        for reference, resource in kept:
+            for node in _reference_holders(resource):
+                lost = gone.get(node["reference"])
+                if lost is not None:
+                    node["reference"] = f"{self.base_url}/{lost}"
+                    detail = f"{lost}: {self.unavailable[lost]}; kept as its URL"
+                    self.problems.append(Problem("unresolved", origin[reference], detail))
+        return kept
+
     def hub_reference(self, key: str) -> str:
         """The hub reference of the resource pulled as source `Type/id`."""
         resource_type, source_id = key.split("/")
@@ -238,6 +252,19 @@ class Normalizer:
 
 
 _KEPT_META = ("profile", "security", "tag")
+
+
+def _reference_holders(node: Any) -> Iterator[JsonObject]:
+    """The Reference objects under `node` (contained resources included)."""
+    if isinstance(node, dict):
+        if isinstance(node.get("reference"), str):
+            yield node
+        for child in node.values():
+            if isinstance(child, dict | list):
+                yield from _reference_holders(child)
+    elif isinstance(node, list):
+        for child in node:
+            yield from _reference_holders(child)
 
 
 def _attachment_urls(node: Any, parent: str = "") -> Iterator[str]:

@@ -123,3 +123,16 @@ def test_a_rejected_resource_is_reported_and_references_to_it_dangle_nowhere():
     [(_, obs)] = n.normalized(set())
     assert obs["hasMember"] == [{"reference": f"{BASE}/Observation/o1"}]
     assert [p.kind for p in n.problems] == ["invalid", "unresolved"]
+
+
+def test_demote_drops_what_validation_refused_after_normalization():
+    n = normalizer()
+    n.add(observation("o1"))
+    n.add(observation("o2", hasMember=[{"reference": "Observation/o1"}]))
+    kept = n.demote(list(n.normalized(set())), {"Observation/o1": "status: required"})
+    assert [reference for reference, _ in kept] == [n.hub_reference("Observation/o2")]
+    assert kept[0][1]["hasMember"] == [{"reference": f"{BASE}/Observation/o1"}]
+    assert [(p.kind, p.where) for p in n.problems] == [
+        ("invalid", "Observation/o1"),
+        ("unresolved", "Observation/o2"),
+    ]

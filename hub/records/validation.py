@@ -1,0 +1,114 @@
+"""Validation of pulled resources against the FHIR R4 models, in a worker process.
+
+The models' validation is most of the cost of a pull (about half a millisecond a resource);
+in a worker process it runs on the other core while the pull goes on fetching and storing.
+Chunks are pickled when submitted, so that what the worker checks is the resource as it
+arrived, not as normalization later rewrites it. A worker that cannot be had or dies is no
+failure: the chunks are then checked in this process.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import pickle
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from hub.errors import HubError
+from hub.fhir.validation import validate_resource
+
+log = logging.getLogger("hub.records")
+CHUNK = 250
+JsonObject = dict[str, Any]
+
+_pool: ProcessPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def invalidity(resource: JsonObject) -> str | None:
+    """Why a pulled resource is not valid FHIR R4 (with the paths), or None."""
+    try:
+        validate_resource(resource)
+    except HubError as exc:
+        paths = ", ".join(e for issue in exc.issues for e in issue.expression)
+        return f"{exc.diagnostics} ({paths})" if paths else exc.diagnostics
+    return None
+
+
+def check_chunk(pickled: bytes) -> list[tuple[str, str]]:
+    """(key, why) for each invalid resource of a pickled [(key, resource)] chunk."""
+    chunk: list[tuple[str, JsonObject]] = pickle.loads(pickled)
+    return [(key, why) for key, resource in chunk if (why := invalidity(resource)) is not None]
+
+
+def _worker_pool() -> ProcessPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            # forkserver, not fork: the hub's process has threads (the job worker, MLLP).
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["hub.records.validation"])
+            _pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+        return _pool
+
+
+class Validation:
+    """The checks of one pull: `add` as resources arrive, `problems` at the end."""
+
+    def __init__(self, *, in_process: bool = False) -> None:
+        self._in_process = in_process
+        self._chunk: list[tuple[str, JsonObject]] = []
+        self._submitted: list[tuple[bytes, Future[list[tuple[str, str]]] | None]] = []
+
+    def add(self, key: str, resource: JsonObject) -> None:
+        self._chunk.append((key, resource))
+        if len(self._chunk) >= CHUNK:
+            self.submit()
+
+    def problems(self) -> dict[str, str]:
+        """Source `Type/id` → why it is invalid, for every resource added (waits)."""
+        self.submit()
+        found: dict[str, str] = {}
+        for pickled, future in self._submitted:
+            try:
+                results = future.result() if future is not None else check_chunk(pickled)
+            except BrokenProcessPool:
+                log.warning("the validation worker died; checking in this process")
+                _forget_pool()
+                results = check_chunk(pickled)
+            found.update(results)
+        self._submitted.clear()
+        return found
+
+    def submit(self) -> None:
+        """Hand over what was added so far: to be called before the resources are changed."""
+        if not self._chunk:
+            return
+        pickled = pickle.dumps(self._chunk, protocol=pickle.HIGHEST_PROTOCOL)
+        self._chunk = []
+        future = None
+        if not self._in_process:
+            try:
+                future = _worker_pool().submit(check_chunk, pickled)
+            except (BrokenProcessPool, OSError, RuntimeError) as exc:
+                log.warning("no validation worker (%s); checking in this process", exc)
+                _forget_pool()
+        self._submitted.append((pickled, future))
+
+
+def worker_pids() -> list[int]:
+    """The process ids of the validation workers (for operations and benchmarks)."""
+    with _pool_lock:
+        processes = getattr(_pool, "_processes", None) or {}
+        return sorted(processes)
+
+
+def _forget_pool() -> None:
+    global _pool
+    with _pool_lock:
+        if _pool is not None:
+            _pool.shutdown(wait=False, cancel_futures=True)
+        _pool = None
