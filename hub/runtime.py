@@ -29,6 +29,7 @@ from hub.messages.mapping_job import map_hl7_message
 from hub.messages.outbound import DELIVER_JOB, MllpDeliveries, deliver_hl7_job
 from hub.messages.return_channel import ReturnChannel
 from hub.records.fhir_pull import PULL_RECORDS_JOB, pull_records_job
+from hub.records.validation import start_worker as start_validation_worker
 from hub.records.write_back import WRITE_BACK_JOB, write_back_job
 from hub.settings import Settings
 
@@ -41,6 +42,8 @@ BATCH_SIZES = {MAP_JOB: 25}
 
 def job_handlers(settings: Settings) -> dict[str, JobHandler]:
     """The closed table of job kinds this process runs."""
+    if settings.fhir_sources:
+        start_validation_worker()  # the pulls' worker process, ready before the first pull
     deliveries = MllpDeliveries(settings.mllp_destinations)
     answers = ReturnChannel(settings.mllp_destinations)
     return {

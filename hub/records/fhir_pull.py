@@ -118,6 +118,8 @@ class PullOutcome:
     seconds: dict[str, float]
     """Wall time of each stage, for the report."""
     validation: Validation | None
+    clock: float = 0.0
+    """time.perf_counter() at the start of the pull."""
 
 
 async def _pull(
@@ -154,7 +156,9 @@ async def _pull(
     seconds = {"fetch": time.perf_counter() - clock}
     incomplete = any(p.kind == "query" for p in normalizer.problems)
     status = "incomplete" if incomplete else "complete"
-    return PullOutcome(status, normalizer, match, strategy, started, held, seconds, validation)
+    return PullOutcome(
+        status, normalizer, match, strategy, started, held, seconds, validation, clock
+    )
 
 
 @dataclass
@@ -282,11 +286,16 @@ def _store(session: Session, task_id: str, source: FhirSource, outcome: PullOutc
         return
     clock = time.perf_counter()
     resources = list(normalizer.normalized(outcome.held))
+    outcome.seconds["normalize"] = time.perf_counter() - clock
     interactions = FhirInteractions(session)
     written = _write(interactions, resources)
     # The validation ran beside the fetching and the writing: only now is it known whether
     # something invalid must go (rarely: then the writing is done again without it).
+    waited = time.perf_counter()
     rejected = outcome.validation.problems() if outcome.validation else {}
+    outcome.seconds["validation wait"] = time.perf_counter() - waited
+    if outcome.validation is not None:
+        outcome.seconds["validated"] = outcome.validation.done_at - outcome.clock
     if rejected:
         session.rollback()
         resources = normalizer.demote(resources, rejected)

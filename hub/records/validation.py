@@ -13,6 +13,7 @@ import logging
 import multiprocessing
 import pickle
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -62,6 +63,8 @@ class Validation:
         self._in_process = in_process
         self._chunk: list[tuple[str, JsonObject]] = []
         self._submitted: list[tuple[bytes, Future[list[tuple[str, str]]] | None]] = []
+        self.done_at = 0.0
+        """time.perf_counter() when the last check so far ended (for the pull's report)."""
 
     def add(self, key: str, resource: JsonObject) -> None:
         self._chunk.append((key, resource))
@@ -80,8 +83,12 @@ class Validation:
                 _forget_pool()
                 results = check_chunk(pickled)
             found.update(results)
+            self.done_at = max(self.done_at, time.perf_counter() if future is None else 0.0)
         self._submitted.clear()
         return found
+
+    def _record_end(self, _future: Future[list[tuple[str, str]]]) -> None:
+        self.done_at = max(self.done_at, time.perf_counter())
 
     def submit(self) -> None:
         """Hand over what was added so far: to be called before the resources are changed."""
@@ -93,10 +100,17 @@ class Validation:
         if not self._in_process:
             try:
                 future = _worker_pool().submit(check_chunk, pickled)
+                future.add_done_callback(self._record_end)
             except (BrokenProcessPool, OSError, RuntimeError) as exc:
                 log.warning("no validation worker (%s); checking in this process", exc)
                 _forget_pool()
         self._submitted.append((pickled, future))
+
+
+def start_worker() -> Future[list[tuple[str, str]]]:
+    """Start the worker process now (its imports take a second or two), so that the first
+    pull does not wait for it; the future is done once it answers."""
+    return _worker_pool().submit(check_chunk, pickle.dumps([]))
 
 
 def worker_pids() -> list[int]:

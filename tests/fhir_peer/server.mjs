@@ -228,13 +228,23 @@ function searchset(base, resources, total, link) {
   return { resourceType: 'Bundle', type: 'searchset', total, ...(link ? { link } : {}), entry };
 }
 
+const everythingCache = new Map();
+
 async function everything(req) {
   if (!state.capabilities.everything) return unsupported('Patient/$everything');
   const query = new URLSearchParams(req.url.split('?')[1] ?? '');
   const types = query.getAll('_type').flatMap((t) => t.split(',')).filter(Boolean);
   const count = Math.min(Number(query.get('_count') ?? 50) || 50, MAX_COUNT);
   const offset = Number(query.get('_offset') ?? 0) || 0;
-  const all = await compartment(req.params.id, { types, since: query.get('_since') });
+  // One compartment per patient and query until the next write: pages are slices of it.
+  const key = JSON.stringify([req.params.id, types, query.get('_since')]);
+  let cached = everythingCache.get(key);
+  if (cached?.generation !== repo.generation) {
+    cached = { generation: repo.generation, all: await compartment(req.params.id, { types, since: query.get('_since') }) };
+    everythingCache.clear();
+    everythingCache.set(key, cached);
+  }
+  const all = cached.all;
   const base = req.config.base;
   const page = (relation, o) => {
     const q = new URLSearchParams(query);
