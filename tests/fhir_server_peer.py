@@ -235,6 +235,22 @@ class TokenServer:
     client_id: str
     private_key_file: Path
     private_jwk: dict[str, Any]
+    database_url: str
+
+    def register(self, client_id: str, public_jwk: dict[str, Any]) -> None:
+        """Register another system client with this public key (same roles and scopes)."""
+        engine = make_engine(self.database_url)
+        try:
+            with make_session_factory(engine).begin() as session:
+                ClientRegistry(session).add(
+                    client_id,
+                    name=client_id,
+                    roles=["case-manager"],
+                    scopes=CONNECTOR_SCOPES,
+                    jwks={"keys": [public_jwk]},
+                )
+        finally:
+            engine.dispose()
 
 
 def _connector_key(folder: Path) -> tuple[dict[str, Any], Path]:
@@ -299,6 +315,7 @@ def smart_token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tok
             client_id=CONNECTOR_CLIENT,
             private_key_file=key_file,
             private_jwk=private,
+            database_url=settings.database_url,
         )
     finally:
         server.should_exit = True

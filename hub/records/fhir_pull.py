@@ -313,6 +313,7 @@ def _store(session: Session, task_id: str, source: FhirSource, outcome: PullOutc
         "source_patient": normalizer.source_patient_id,
         "fetched": dict(sorted(normalizer.fetched.items())),
         "stored": dict(written),
+        "contained": dict(sorted(normalizer.contained.items())),
         "problems": [p.to_json() for p in normalizer.problems],
         "seconds": {
             **{k: round(v, 3) for k, v in outcome.seconds.items()},

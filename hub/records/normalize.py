@@ -70,6 +70,9 @@ class Normalizer:
     problems: list[Problem] = field(default_factory=list)
     source_patient: JsonObject | None = None
     fetched: Counter[str] = field(default_factory=Counter)
+    contained: Counter[str] = field(default_factory=Counter)
+    """Resources the source sent contained in others (kept there, their `#id` references
+    unchanged), by type."""
     unavailable: dict[str, str] = field(default_factory=dict)
     """Source `Type/id` or attachment URL → why the pull could not have it."""
     attachments: dict[str, str] = field(default_factory=dict)
@@ -101,6 +104,9 @@ class Normalizer:
             self.problems.append(Problem("skipped", where, reason))
             return None
         self.pulled[where] = resource
+        self.contained.update(
+            str(inner.get("resourceType")) for inner in resource.get("contained") or []
+        )
         return where
 
     def reject(self, where: str, detail: str) -> None:

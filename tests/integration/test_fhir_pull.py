@@ -10,17 +10,24 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from joserfc.jwk import ECKey
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.fhir_rest.config import FhirSource, SmartBackendAuth
 from connectors.http import HttpRetry
 from hub.app import create_app
-from hub.demo.outside_record import build_outside_record, counts, patient_id
+from hub.demo.outside_record import (
+    build_outside_record,
+    counts,
+    dangling_reference,
+    patient_id,
+)
 from hub.jobs.worker import JobWorker
 from hub.records.fhir_pull import PULL_RECORDS_JOB, queue_record_pull
 from hub.records.normalize import hub_id
@@ -340,17 +347,42 @@ def test_an_unresolvable_reference_is_kept_as_its_source_url_and_reported(
     settings: Settings, fhir_peer: FhirPeer
 ) -> None:
     fhir_peer.reset()
-    record = build_outside_record(resources=150, cancer="osteosarcoma", seed=5, dangling=3)
+    record = build_outside_record(
+        resources=150, cancer="osteosarcoma", seed=5, dangling=3, with_contained=True
+    )
     fhir_peer.load(record)
+    departed = dangling_reference(cancer="osteosarcoma", seed=5)
+    gone = {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {"severity": "error", "code": "deleted", "diagnostics": "retired from this directory"}
+        ],
+    }
+    fhir_peer.set_faults(
+        [
+            {
+                "path_regex": f"^/fhir/R4/{departed}$",
+                "count": 9,
+                "kind": "status",
+                "status": 410,
+                "body": gone,
+            }
+        ]
+    )
     configured = settings.model_copy(
         update={"fhir_sources": [source(fhir_peer, strategy="queries")]}
     )
     with TestClient(create_app(configured), raise_server_exceptions=False) as client:
         setup = _case(client, configured, fhir_peer, record)
         row = setup.pull()
+        observation = setup.stored("Observation", unresolved_holder(record, departed))
     assert row.status == "complete", row.report
-    unresolved = [p for p in json.loads(row.report)["problems"] if p["kind"] == "unresolved"]
-    assert len(unresolved) == 3 and all("HTTP 404" in p["detail"] for p in unresolved)
+    report = json.loads(row.report)
+    unresolved = [p for p in report["problems"] if p["kind"] == "unresolved"]
+    assert len(unresolved) == 3
+    assert all("HTTP 410" in p["detail"] and "retired" in p["detail"] for p in unresolved)
+    assert {"reference": f"{fhir_peer.base_url}/{departed}"} in observation["performer"]
+    assert report["contained"] == {"Medication": 1}  # kept in its MedicationRequest
 
 
 def test_an_ambiguous_patient_is_held_until_a_case_manager_chooses(
@@ -403,6 +435,46 @@ def test_an_ambiguous_patient_is_held_until_a_case_manager_chooses(
         assert pulls["pulls"][0]["status"] == "complete"
 
 
+def test_an_es384_client_key_is_as_good_as_rs384(
+    setup: PullSetup, smart_token_server: TokenServer, tmp_path: Path
+) -> None:
+    key = ECKey.generate_key("P-384", parameters={"alg": "ES384", "use": "sig"})
+    private = key.as_dict(private=True) | {"kid": key.thumbprint()}
+    public = {k: v for k, v in private.items() if k not in ("d",)}
+    client_id = f"es384-connector-{setup.task_id[:8]}"
+    smart_token_server.register(client_id, public)
+    key_file = tmp_path / "es384.jwk.json"
+    key_file.write_text(json.dumps(private))
+    setup.peer.set_auth(
+        "jwt",
+        jwks_url=smart_token_server.jwks_url,
+        issuer=smart_token_server.issuer,
+        token_endpoint=smart_token_server.token_url,
+    )
+    use(setup, auth=SmartBackendAuth(client_id=client_id, private_key_file=key_file))
+    row = setup.pull()
+    assert row.status == "complete", row.report
+    assert setup.held() == expected(setup.record)
+
+
+def test_without_a_shared_identifier_the_patient_is_found_by_match(
+    settings: Settings, fhir_peer: FhirPeer
+) -> None:
+    fhir_peer.reset()
+    record = build_outside_record(resources=120, cancer="medulloblastoma", seed=4)
+    fhir_peer.load(record)
+    configured = settings.model_copy(
+        update={"fhir_sources": [source(fhir_peer, strategy="queries")]}
+    )
+    with TestClient(create_app(configured), raise_server_exceptions=False) as client:
+        setup = _case(client, configured, fhir_peer, record, with_identifiers=False)
+        row = setup.pull()
+    assert row.status == "complete", row.report
+    assert row.source_patient_id == patient_id(record)
+    assert any(r["path"].endswith("Patient/$match") for r in fhir_peer.requests())
+    assert setup.held() == expected(record)
+
+
 def test_a_refused_token_fails_the_pull_clearly_and_shows_in_source_health(
     setup: PullSetup, smart_token_server: TokenServer
 ) -> None:
@@ -447,6 +519,15 @@ def _case(
     tasks = client.get("/fhir/Task", params={"patient": stored["id"]}, headers=headers).json()
     return PullSetup(
         client, settings, peer, record, stored["id"], tasks["entry"][0]["resource"]["id"]
+    )
+
+
+def unresolved_holder(record: dict[str, Any], reference: str) -> str:
+    """The id of the first resource of `record` that names `reference`."""
+    return next(
+        e["resource"]["id"]
+        for e in record["entry"]
+        if f'"{reference}"' in json.dumps(e["resource"])
     )
 
 
