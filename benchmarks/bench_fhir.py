@@ -153,6 +153,9 @@ def main(resources: int, database_url: str | None, strategies: list[str]) -> int
         (folder / "peer").mkdir()
         with running_fhir_peer(folder / "peer") as peer:
             peer.load(record)
+            # The export's first status poll has the manifest: the source's own pacing
+            # (202 with Retry-After) is not the hub's speed.
+            peer.set_capabilities(export_polls=0)
             for strategy in strategies:
                 url = database_url or f"sqlite:///{folder / (strategy + '.db')}"
                 task_id = open_case(url, outside)

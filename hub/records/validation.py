@@ -22,7 +22,7 @@ from hub.errors import HubError
 from hub.fhir.validation import validate_resource
 
 log = logging.getLogger("hub.records")
-CHUNK = 250
+CHUNK = 100
 JsonObject = dict[str, Any]
 
 _pool: ProcessPoolExecutor | None = None
