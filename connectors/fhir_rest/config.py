@@ -5,15 +5,13 @@ variable, a password or token from an environment variable."""
 from __future__ import annotations
 
 import json
-import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from connectors.http import BasicAuth, BearerAuth, HttpRetry, HttpTimeouts, NoAuth, secret
+from connectors.http import BasicAuth, BearerAuth, HttpPeer, HttpRetry, NoAuth, secret
 from connectors.http.auth import ENV_NAME
 
 DEFAULT_QUERIES = (
@@ -95,13 +93,10 @@ class FhirWriteBack(BaseModel):
     """Also create a Communication telling the referrer the opinion is there."""
 
 
-class FhirSource(BaseModel):
+class FhirSource(HttpPeer):
     """One outside FHIR R4 server: where, how to authenticate, what to ask, how fast."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]{1,64}$")
-    base_url: str = Field(min_length=1)
     auth: FhirAuth = Field(default_factory=NoAuth)
     strategy: Literal["auto", "everything", "queries", "bulk-export"] = "auto"
     """auto: Patient/$everything when the CapabilityStatement offers it, else `queries`;
@@ -109,10 +104,8 @@ class FhirSource(BaseModel):
     queries: tuple[str, ...] = DEFAULT_QUERIES
     """Searches for a patient's records; {patient} is the patient's id at the source."""
     page_size: int = Field(default=200, ge=1, le=1000)
-    max_concurrency: int = Field(default=4, ge=1, le=64)
     requests_per_second: float | None = Field(default=None, gt=0)
     """At most this many requests a second to the source (a leaky bucket); none: no cap."""
-    timeouts: HttpTimeouts = Field(default_factory=HttpTimeouts)
     retry: HttpRetry = Field(default_factory=lambda: HttpRetry(retry_server_errors=True))
     fetch_attachments: bool = True
     """Fetch each attachment a pulled resource points to and store it as a hub Binary."""
@@ -124,16 +117,6 @@ class FhirSource(BaseModel):
     export_timeout_seconds: float = Field(default=3600.0, gt=0)
     write_back: FhirWriteBack | None = None
     """Set when the hub writes opinions back to this source."""
-    verify_tls: bool = True
-    ca_file: Path | None = None
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        url = httpx.URL(value)
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError("base_url must be an http:// or https:// URL")
-        return value.rstrip("/")
 
     @field_validator("queries")
     @classmethod
@@ -143,8 +126,3 @@ class FhirSource(BaseModel):
             if not resource_type.isalpha() or "{patient}" not in params:
                 raise ValueError(f"{query!r}: expected Type?param={{patient}}&…")
         return value
-
-    def tls_verify(self) -> bool | ssl.SSLContext:
-        if self.ca_file is not None:
-            return ssl.create_default_context(cafile=str(self.ca_file))
-        return self.verify_tls

@@ -2,13 +2,14 @@
 secrets from the environment, timeouts, and one retrying request loop."""
 
 from connectors.http.auth import BasicAuth, BearerAuth, MissingSecret, NoAuth, secret
-from connectors.http.policy import HttpRetry, HttpTimeouts
+from connectors.http.policy import HttpPeer, HttpRetry, HttpTimeouts
 from connectors.http.session import RETRY_STATUSES, RetryingSession, Sleep
 
 __all__ = [
     "RETRY_STATUSES",
     "BasicAuth",
     "BearerAuth",
+    "HttpPeer",
     "HttpRetry",
     "HttpTimeouts",
     "MissingSecret",

@@ -1,9 +1,12 @@
-"""How patient to be with an HTTP peer: timeouts and retries (configuration)."""
+"""How patient to be with an HTTP peer: timeouts, retries, TLS (configuration)."""
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
+
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class HttpTimeouts(BaseModel):
@@ -35,3 +38,32 @@ class HttpRetry(BaseModel):
     """A longer Retry-After is cut to this, so that a peer cannot park a job for hours."""
     retry_server_errors: bool = False
     """Also retry 500, 502 and 504: safe for reads, which is all the pulls send."""
+
+
+class HttpPeer(BaseModel):
+    """What every configured HTTP peer has: where it is, how patient to be, which TLS."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base_url: str = Field(min_length=1)
+    timeouts: HttpTimeouts = Field(default_factory=HttpTimeouts)
+    retry: HttpRetry = Field(default_factory=HttpRetry)
+    max_concurrency: int = Field(default=4, ge=1, le=64)
+    """Connections open at once to this peer."""
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    """CA bundle for a peer whose certificate a private CA signed."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        url = httpx.URL(value)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("base_url must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    def tls_verify(self) -> bool | ssl.SSLContext:
+        """What httpx's `verify` takes: a context trusting `ca_file`, or the flag."""
+        if self.ca_file is not None:
+            return ssl.create_default_context(cafile=str(self.ca_file))
+        return self.verify_tls

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from hub.api.deps import Caller, authenticate, hub_state
+from hub.api.deps import Caller, authenticate, hub_state, wake_worker
 from hub.errors import Forbidden, InvalidRequest, NotFound
 from hub.fhir.dates import date_range, instant
 from hub.jobs.outbox import dead_letters, replay
@@ -89,7 +89,7 @@ def replay_one_message(request: Request, admin: Admin, message_id: int) -> JSONR
     with hub_state(request).sessions.begin() as session:
         row = replay_message(session, message_id)
         result = summary(row)
-    _wake(request)
+    wake_worker(request)
     return JSONResponse(result, status_code=202)
 
 
@@ -106,7 +106,7 @@ def replay_dead_letter(request: Request, admin: Admin, job_id: int) -> JSONRespo
     with hub_state(request).sessions.begin() as session:
         if not replay(session, job_id):
             raise NotFound(f"Job {job_id} is not a dead letter.")
-    _wake(request)
+    wake_worker(request)
     return JSONResponse({"job": job_id, "status": "pending"}, status_code=202)
 
 
@@ -130,12 +130,6 @@ def _moment(raw: str | None, name: str, bound: int) -> Any:
         raise InvalidRequest(f"{name}={raw} is not a date or instant.", expression=name) from exc
 
 
-def _wake(request: Request) -> None:
-    worker = getattr(request.app.state, "worker", None)
-    if worker is not None:
-        worker.wake()
-
-
 @router.post("/hl7/batch")
 async def post_batch(request: Request, admin: Admin) -> JSONResponse:
     """An HL7 batch file (FHS/BHS … BTS/FTS) as the body: each message taken on its own."""
@@ -149,5 +143,5 @@ async def post_batch(request: Request, admin: Admin) -> JSONResponse:
         )
     except BatchError as exc:
         raise InvalidRequest(f"Not an HL7 batch file: {exc}") from exc
-    _wake(request)
+    wake_worker(request)
     return JSONResponse(report)

@@ -192,3 +192,10 @@ async def _limited_body(request: Request) -> bytes:
             raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def wake_worker(request: Request) -> None:
+    """Tell the embedded job worker (if this process runs one) that a job was queued."""
+    worker = getattr(request.app.state, "worker", None)
+    if worker is not None:
+        worker.wake()

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import ColumnElement, CursorResult, false, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from hub.api.deps import authenticate, hub_state, read_body, unit_of_work
+from hub.api.deps import authenticate, hub_state, read_body, unit_of_work, wake_worker
 from hub.api.desk import case_manager, case_task, json_body, policy, text_field
 from hub.errors import (
     IllegalTransition,
@@ -156,9 +156,7 @@ def release_study(
         )
         write_audit_event(fhir.repository, event)
         result = _study(row, _instance_counts(fhir.session, [study]).get(study, 0))
-    worker = getattr(request.app.state, "worker", None)
-    if worker is not None:
-        worker.wake()
+    wake_worker(request)
     return JSONResponse(result, status_code=202)
 
 
@@ -208,9 +206,7 @@ def pull_for_case(
             caller, "operation", [task], description=f"$pull of imaging from {source}"
         )
         write_audit_event(fhir.repository, event)
-    worker = getattr(request.app.state, "worker", None)
-    if worker is not None:
-        worker.wake()
+    wake_worker(request)
     return JSONResponse({"case": f"Task/{task_id}", "source": source}, status_code=202)
 
 

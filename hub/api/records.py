@@ -21,7 +21,7 @@ from sqlalchemy import select
 from connectors.fhir_rest.client import FhirClient
 from connectors.fhir_rest.config import FhirSource
 from connectors.http import MissingSecret
-from hub.api.deps import Caller, authenticate, hub_state, read_body, unit_of_work
+from hub.api.deps import Caller, authenticate, hub_state, read_body, unit_of_work, wake_worker
 from hub.api.desk import case_manager, case_task, json_body, text_field
 from hub.errors import Forbidden, InvalidRequest
 from hub.records.fhir_pull import queue_record_pull
@@ -68,9 +68,7 @@ def pull_records(
         write_audit_event(
             fhir.repository, audit_event(caller, "operation", [task], description=description)
         )
-    worker = getattr(request.app.state, "worker", None)
-    if worker is not None:
-        worker.wake()
+    wake_worker(request)
     return JSONResponse({"case": f"Task/{task_id}", "source": source}, status_code=202)
 
 
@@ -113,9 +111,7 @@ def send_opinion(
         queue_write_back(fhir.session, report, name)
         event = audit_event(caller, "operation", [task], description=f"opinion sent to {name}")
         write_audit_event(fhir.repository, event)
-    worker = getattr(request.app.state, "worker", None)
-    if worker is not None:
-        worker.wake()
+    wake_worker(request)
     return JSONResponse({"case": f"Task/{task_id}", "source": name}, status_code=202)
 
 

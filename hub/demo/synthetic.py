@@ -246,20 +246,20 @@ Family asks for an outside second opinion on the remaining therapy.
 # --------------------------------------------------------------------------------------------
 # Small helpers for repeated FHIR shapes.
 # --------------------------------------------------------------------------------------------
-def _coding(system: str, code: str, display: str | None = None) -> JSON:
-    coding: JSON = {"system": system, "code": code}
+def coding(system: str, code: str, display: str | None = None) -> JSON:
+    found: JSON = {"system": system, "code": code}
     if display is not None:
-        coding["display"] = display
-    return coding
+        found["display"] = display
+    return found
 
 
-def _concept(*codings: JSON, text: str | None = None) -> JSON:
-    concept: JSON = {}
+def concept(*codings: JSON, text: str | None = None) -> JSON:
+    found: JSON = {}
     if codings:
-        concept["coding"] = list(codings)
+        found["coding"] = list(codings)
     if text is not None:
-        concept["text"] = text
-    return concept
+        found["text"] = text
+    return found
 
 
 def _ref(full_url: str, display: str | None = None) -> JSON:
@@ -299,15 +299,15 @@ def _interpretation(value: float, low: float, high: float) -> JSON:
         code, display = "H", "High"
     else:
         code, display = "N", "Normal"
-    return _concept(_coding(V3_INTERPRETATION, code, display))
+    return concept(coding(V3_INTERPRETATION, code, display))
 
 
 def _v2_0074(code: str, display: str) -> JSON:
-    return _concept(_coding(V2_0074, code, display))
+    return concept(coding(V2_0074, code, display))
 
 
 def _loinc(code: str, display: str) -> JSON:
-    return _concept(_coding(LOINC, code, display), text=display)
+    return concept(coding(LOINC, code, display), text=display)
 
 
 def _years_before(day: date, years: int) -> date:
@@ -389,7 +389,7 @@ class _RecordBuilder:
                 "resourceType": "Organization",
                 "identifier": [_identifier("organization", _slug(name))],
                 "active": True,
-                "type": [_concept(text=type_text)],
+                "type": [concept(text=type_text)],
                 "name": name,
             }
         )
@@ -404,7 +404,7 @@ class _RecordBuilder:
                 "name": [
                     {"use": "official", "family": family, "given": [given], "prefix": ["Dr."]}
                 ],
-                "qualification": [{"code": _concept(text="Pediatric hematology-oncology")}],
+                "qualification": [{"code": concept(text="Pediatric hematology-oncology")}],
             }
         )
 
@@ -416,7 +416,7 @@ class _RecordBuilder:
                     {"system": codes.HUB_PATIENT_ID_SYSTEM, "value": f"SYN-{self.mrn}"},
                     {
                         "use": "usual",
-                        "type": _concept(_coding(V2_0203, "MR", "Medical record number")),
+                        "type": concept(coding(V2_0203, "MR", "Medical record number")),
                         "system": f"{OUTSIDE_EHR}/mrn",
                         "value": self.mrn,
                         "assigner": _ref(hospital),
@@ -442,11 +442,11 @@ class _RecordBuilder:
                 "active": True,
                 "patient": _ref(patient),
                 "relationship": [
-                    _concept(
-                        _coding(V3_ROLE_CODE, role_code, role_display),
+                    concept(
+                        coding(V3_ROLE_CODE, role_code, role_display),
                         text=f"{role_display.capitalize()} (legal guardian)",
                     ),
-                    _concept(_coding(V2_0131, "N", "Next-of-Kin")),
+                    concept(coding(V2_0131, "N", "Next-of-Kin")),
                 ],
                 "name": [{"use": "official", "family": self.family, "given": [self.parent_given]}],
                 "telecom": [{"system": "phone", "value": self.phone, "use": "mobile"}],
@@ -461,11 +461,11 @@ class _RecordBuilder:
                 "resourceType": "Coverage",
                 "identifier": [_identifier("coverage", self.local_id("coverage"))],
                 "status": "active",
-                "type": _concept(text="Family health plan"),
+                "type": concept(text="Family health plan"),
                 "subscriber": _ref(guardian),
                 "subscriberId": f"SUB{self.mrn[::-1]}",
                 "beneficiary": _ref(patient),
-                "relationship": _concept(_coding(SUBSCRIBER_RELATIONSHIP, "child", "Child")),
+                "relationship": concept(coding(SUBSCRIBER_RELATIONSHIP, "child", "Child")),
                 "period": {"start": self.onset.replace(month=1, day=1).isoformat()},
                 "payor": [_ref(insurer)],
             }
@@ -477,19 +477,19 @@ class _RecordBuilder:
             {
                 "resourceType": "Condition",
                 "identifier": [_identifier("condition", self.local_id("medulloblastoma"))],
-                "clinicalStatus": _concept(_coding(CONDITION_CLINICAL, "active", "Active")),
-                "verificationStatus": _concept(
-                    _coding(CONDITION_VERIFICATION, "confirmed", "Confirmed")
+                "clinicalStatus": concept(coding(CONDITION_CLINICAL, "active", "Active")),
+                "verificationStatus": concept(
+                    coding(CONDITION_VERIFICATION, "confirmed", "Confirmed")
                 ),
                 "category": [
-                    _concept(_coding(CONDITION_CATEGORY, "problem-list-item", "Problem List Item"))
+                    concept(coding(CONDITION_CATEGORY, "problem-list-item", "Problem List Item"))
                 ],
-                "severity": _concept(text="Standard risk (gross total resection, M0)"),
-                "code": _concept(
-                    _coding(ICD10CM, "C71.6", "Malignant neoplasm of cerebellum"),
+                "severity": concept(text="Standard risk (gross total resection, M0)"),
+                "code": concept(
+                    coding(ICD10CM, "C71.6", "Malignant neoplasm of cerebellum"),
                     text=_CONDITION_TEXT,
                 ),
-                "bodySite": [_concept(text="Cerebellum (inferior vermis, fourth ventricle)")],
+                "bodySite": [concept(text="Cerebellum (inferior vermis, fourth ventricle)")],
                 "subject": _ref(patient),
                 "onsetDateTime": self.day(0).isoformat(),
                 "recordedDate": self.day(_DAY_PATHOLOGY).isoformat(),
@@ -556,7 +556,7 @@ class _RecordBuilder:
                     _identifier("observation", self.local_id(f"cbc-{draw_no}-{analyte.loinc}"))
                 ],
                 "status": "final",
-                "category": [_concept(_coding(OBSERVATION_CATEGORY, "laboratory", "Laboratory"))],
+                "category": [concept(coding(OBSERVATION_CATEGORY, "laboratory", "Laboratory"))],
                 "code": _loinc(analyte.loinc, analyte.display),
                 "subject": _ref(patient),
                 "effectiveDateTime": _datetime(drawn, "07:45"),
@@ -594,7 +594,7 @@ class _RecordBuilder:
             self.report(
                 label,
                 _v2_0074("RAD", "Radiology"),
-                _concept(_coding(LOINC, "18748-4", "Diagnostic imaging study"), text=study_text),
+                concept(coding(LOINC, "18748-4", "Diagnostic imaging study"), text=study_text),
                 patient,
                 hospital,
                 self.day(offset),
@@ -628,7 +628,7 @@ class _RecordBuilder:
                 "resourceType": "Procedure",
                 "identifier": [_identifier("procedure", self.local_id(label))],
                 "status": "completed",
-                "code": _concept(text=code_text),
+                "code": concept(text=code_text),
                 "subject": _ref(patient),
                 "reasonReference": [_ref(condition)],
                 **extra,
@@ -642,8 +642,8 @@ class _RecordBuilder:
             patient,
             condition,
             performedDateTime=_datetime(self.day(_DAY_SURGERY), "08:15"),
-            bodySite=[_concept(text="Posterior fossa")],
-            outcome=_concept(text="Gross total resection"),
+            bodySite=[concept(text="Posterior fossa")],
+            outcome=concept(text="Gross total resection"),
         )
         self.procedure(
             "craniospinal-rt",
@@ -656,7 +656,7 @@ class _RecordBuilder:
                 "end": self.day(_DAY_RADIATION_END).isoformat(),
             },
             performer=[{"actor": _ref(oncologist)}],
-            bodySite=[_concept(text="Craniospinal axis")],
+            bodySite=[concept(text="Craniospinal axis")],
         )
 
     def chemotherapy(self, patient: str, condition: str, oncologist: str) -> None:
@@ -668,7 +668,7 @@ class _RecordBuilder:
                 if drug.max_mg is not None:
                     dose = min(dose, drug.max_mg)
                 dose = round(dose, 1)
-                medication = _concept(_coding(RXNORM, drug.rxnorm, drug.name), text=drug.name)
+                medication = concept(coding(RXNORM, drug.rxnorm, drug.name), text=drug.name)
                 label = f"cycle-{cycle}-{drug.name}"
                 request = self.add(
                     {
@@ -703,7 +703,7 @@ class _RecordBuilder:
                         "performer": [{"actor": _ref(oncologist)}],
                         "request": _ref(request),
                         "dosage": {
-                            "route": _concept(text="Intravenous"),
+                            "route": concept(text="Intravenous"),
                             "dose": _quantity(dose, "mg"),
                         },
                     }
@@ -718,7 +718,7 @@ class _RecordBuilder:
                 "identifier": [_identifier("document-reference", self.local_id(label))],
                 "status": "current",
                 "docStatus": "final",
-                "type": _concept(text=title),
+                "type": concept(text=title),
                 "subject": _ref(patient),
                 "date": _datetime(day, "17:00"),
                 "author": [_ref(author)],
@@ -817,14 +817,14 @@ def build_referral(
         "identifier": [{"system": system, "value": value}],
         "status": "active",
         "intent": "order",
-        "category": [_concept(_coding(codes.CASE_CATEGORY_SYSTEM, codes.SECOND_OPINION))],
+        "category": [concept(coding(codes.CASE_CATEGORY_SYSTEM, codes.SECOND_OPINION))],
         "priority": "routine",
-        "code": _concept(text="Second opinion review: pediatric oncology"),
+        "code": concept(text="Second opinion review: pediatric oncology"),
         "subject": _ref(patient_reference),
         "authoredOn": _datetime(authored, "14:20"),
         "requester": _ref(requester_reference),
         "reasonCode": [
-            _concept(text=f"{_CONDITION_TEXT}; family requests expert review of the adjuvant plan")
+            concept(text=f"{_CONDITION_TEXT}; family requests expert review of the adjuvant plan")
         ],
         "note": [
             {"authorString": author, "time": _datetime(authored, "14:20"), "text": text}

@@ -14,8 +14,6 @@ from hub.demo.outside.shapes import (
     DICOM_DCM,
     DICOM_UID,
     JSON,
-    coding,
-    concept,
     instant,
     loinc,
     observation_category,
@@ -34,6 +32,8 @@ from hub.demo.synthetic import (
     RXNORM,
     V2_0074,
     V2_0203,
+    coding,
+    concept,
 )
 
 _MODALITIES: Final = {

@@ -9,8 +9,6 @@ from hub.demo.outside.shapes import (
     ALLERGY_VERIFICATION,
     JSON,
     V3_ACT_CODE,
-    coding,
-    concept,
     ref,
     when,
 )
@@ -22,6 +20,8 @@ from hub.demo.synthetic import (
     V2_0131,
     V2_0203,
     V3_ROLE_CODE,
+    coding,
+    concept,
 )
 
 _PRACTITIONERS: Final = (

@@ -12,6 +12,8 @@ from hub.demo.synthetic import (
     UCUM,
     V3_ACT_REASON,
     V3_INTERPRETATION,
+    coding,
+    concept,
 )
 
 JSON = dict[str, Any]
@@ -25,22 +27,6 @@ DICOM_UID: Final = "urn:dicom:uid"
 
 LOCAL_TZ: Final = timezone(timedelta(hours=-5))  # the outside EHR's local time (fixed offset)
 SYNTHETIC_TAG: Final = {"system": V3_ACT_REASON, "code": "HTEST", "display": "test health data"}
-
-
-def coding(system: str, code: str, display: str | None = None) -> JSON:
-    found: JSON = {"system": system, "code": code}
-    if display is not None:
-        found["display"] = display
-    return found
-
-
-def concept(*codings: JSON, text: str | None = None) -> JSON:
-    found: JSON = {}
-    if codings:
-        found["coding"] = list(codings)
-    if text is not None:
-        found["text"] = text
-    return found
 
 
 def ref(reference: str) -> JSON:

@@ -15,8 +15,6 @@ from typing import Final
 from hub.demo.outside.shapes import (
     JSON,
     LOCAL_TZ,
-    coding,
-    concept,
     instant,
     interpretation,
     loinc,
@@ -26,7 +24,7 @@ from hub.demo.outside.shapes import (
     when,
 )
 from hub.demo.outside.writer import HISTORY_DAYS, RecordWriter
-from hub.demo.synthetic import V2_0074
+from hub.demo.synthetic import V2_0074, coding, concept
 
 
 @dataclass(frozen=True)
