@@ -22,11 +22,13 @@ from hub.security.rate_limit import RateLimiter
 from hub.security.tokens import TokenAuthenticator
 from hub.settings import Settings
 from hub.storage.db import make_engine, make_session_factory
+from hub.workflow.routing import use_routing_file
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The hub's ASGI app on the database `settings` name (schema must be migrated)."""
     settings = settings or Settings()
+    use_routing_file(settings.routing_file)
     engine = make_engine(settings.database_url)
     app = FastAPI(
         title="Second-opinion integration hub",

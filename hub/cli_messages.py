@@ -90,8 +90,10 @@ def worker() -> None:
     """Run outbox jobs (mapping, deliveries) until stopped: for scaled-out deployments."""
     from hub.jobs.worker import JobWorker
     from hub.runtime import BATCH_SIZES, job_handlers
+    from hub.workflow.routing import use_routing_file
 
     settings = Settings()
+    use_routing_file(settings.routing_file)
     job_worker = JobWorker(
         _sessions(),
         job_handlers(settings),

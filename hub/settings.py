@@ -129,6 +129,8 @@ class Settings(BaseSettings):
     """Outside FHIR servers the hub pulls a case's records from (and, with `write_back`,
     sends opinions to): base URL, auth (SMART Backend Services with the private key from a
     file or the environment, bearer, basic), strategy, queries, limits."""
+    routing_file: Path = REPO_ROOT / "config" / "routing.yaml"
+    """How a new case finds its program, urgency, due date and specialist."""
     default_program: str = "oncology"
     """The program a new case belongs to until routing assigns one."""
 

@@ -11,6 +11,7 @@ return channel that tells an HL7 v2 referrer of the new state.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from hub import codes
@@ -29,6 +30,7 @@ from hub.workflow.case_states import (
     transition_problem,
 )
 from hub.workflow.consent import consent_problem
+from hub.workflow.routing import active_routing, least_loaded, route
 
 
 def is_second_opinion_referral(resource: dict[str, Any]) -> bool:
@@ -170,7 +172,7 @@ class CaseWorkflow:
         received["status"] = RECEIVED_STATUS
         received["businessStatus"] = business_status(RECEIVED_BUSINESS_STATUS)
         received["lastModified"] = instant(utc_now())
-        received.setdefault("performerType", [_program_concept(self.default_program)])
+        self._route(received, referral)
         stored, _ = self.repository.update("Task", task.resource_id, received)
         self._record(stored, task)
         if self._needs_consent():
@@ -178,6 +180,38 @@ class CaseWorkflow:
             if missing:
                 return self._hold(stored, missing)
         return stored
+
+    def _route(self, task: dict[str, Any], referral: StoredResource) -> None:
+        """Program, urgency, due date and specialist of a new case (hub.workflow.routing);
+        what the referrer's own Task already says (its performerType, owner) stays."""
+        table = active_routing()
+        decision = route(table, self._referral_codings(referral))
+        program = decision.program or self.default_program
+        task.setdefault("performerType", [_program_concept(program)])
+        if decision.urgent:
+            task["priority"] = "urgent"
+        priority = "urgent" if task.get("priority") in ("urgent", "asap", "stat") else "routine"
+        due = utc_now() + timedelta(days=table.due_days.get(priority, 14))
+        task.setdefault("restriction", {"period": {"end": instant(due)}})
+        if "owner" not in task:
+            specialist = least_loaded(self.repository.session, table.pools.get(program, ()))
+            if specialist:
+                task["owner"] = {"reference": f"Practitioner/{specialist}"}
+        urgency = ", urgent" if decision.urgent else ""
+        note = f"Routed to {codes.PROGRAMS.get(program, program)}{urgency} ({decision.why})."
+        task["note"] = [*(task.get("note") or []), {"text": note}]
+
+    def _referral_codings(self, referral: StoredResource) -> list[dict[str, Any]]:
+        """The codes routing reads: reasonCode, the reasonReference Conditions', category."""
+        content = referral.content
+        concepts = [*(content.get("reasonCode") or []), *(content.get("category") or [])]
+        for reason in content.get("reasonReference") or []:
+            target = str(reason.get("reference", ""))
+            if target.startswith("Condition/"):
+                condition = self.repository.find("Condition", target.split("/")[1])
+                if condition is not None:
+                    concepts.append(condition.content.get("code") or {})
+        return [coding for concept in concepts for coding in concept.get("coding") or []]
 
     def _needs_consent(self) -> bool:
         """A referral that does not come from a clinician's system needs a guardian's consent."""
