@@ -20,7 +20,14 @@ from hub.workflow.cases import CaseWorkflow
 
 # Resources the case's records point at that belong in the bundle although they do not
 # point at the patient themselves.
-FOLLOWED_TYPES = {"Practitioner", "Organization", "RelatedPerson", "Binary"}
+FOLLOWED_TYPES = {
+    "Practitioner",
+    "Organization",
+    "RelatedPerson",
+    "Binary",
+    "Medication",
+    "Location",
+}
 
 
 def record_bundle(fhir: FhirInteractions, referral_id: str, base: str) -> dict[str, Any]:
