@@ -28,6 +28,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, tuple_
@@ -54,6 +55,7 @@ from hub.storage.tables import RecordPullRow, ResourceRow
 PULL_RECORDS_JOB = "pull-fhir-records"
 SOURCE_SYSTEM = f"{codes.CANONICAL_BASE}/sid/fhir-source"
 PROVENANCE_CHUNK = 1000
+SINCE_MARGIN = timedelta(minutes=5)
 JsonObject = dict[str, Any]
 
 
@@ -130,7 +132,9 @@ async def _pull(
     since: str | None,
     sessions: sessionmaker[Session],
 ) -> PullOutcome:
-    started = instant(utc_now())
+    # The next pull asks for what changed after this moment, less a margin for the clocks
+    # of the hub and the source disagreeing (what changed within it comes again, unchanged).
+    started = instant(utc_now() - SINCE_MARGIN)
     clock = time.perf_counter()
     async with FhirClient(source) as client:
         match = None
