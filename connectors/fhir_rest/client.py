@@ -400,6 +400,11 @@ async def outcome_text(response: httpx.Response) -> str:
         return ""
     if not isinstance(outcome, dict) or outcome.get("resourceType") != "OperationOutcome":
         return ""
+    return diagnostics(outcome)
+
+
+def diagnostics(outcome: JsonObject) -> str:
+    """What an OperationOutcome's issues say, in one line."""
     texts = [
         issue.get("diagnostics") or (issue.get("details") or {}).get("text") or issue.get("code")
         for issue in outcome.get("issue") or []

@@ -252,19 +252,10 @@ async def _resolve_references(
 
 
 def _held(sessions: sessionmaker[Session], source: str, targets: set[tuple[str, str]]) -> set[str]:
-    by_hub_id = {(t, hub_id(source, t, i)): f"{t}/{i}" for t, i in targets}
-    found: set[str] = set()
-    keys = sorted(by_hub_id)
+    by_reference = {f"{t}/{hub_id(source, t, i)}": f"{t}/{i}" for t, i in targets}
     with sessions() as session:
-        for start in range(0, len(keys), 500):
-            rows = session.execute(
-                select(ResourceRow.res_type, ResourceRow.res_id).where(
-                    tuple_(ResourceRow.res_type, ResourceRow.res_id).in_(keys[start : start + 500]),
-                    ResourceRow.deleted.is_(False),
-                )
-            )
-            found |= {by_hub_id[(row.res_type, row.res_id)] for row in rows}
-    return found
+        held = _existing(session, list(by_reference), live_only=True)
+    return {by_reference[reference] for reference in held}
 
 
 async def _fetch_attachments(client: FhirClient, normalizer: Normalizer) -> None:
@@ -349,16 +340,20 @@ def _write(interactions: FhirInteractions, resources: list[tuple[str, JsonObject
     return written
 
 
-def _existing(session: Session, references: list[str]) -> dict[str, int]:
-    """Reference → current version, for those of `references` the hub holds."""
+def _existing(
+    session: Session, references: list[str], *, live_only: bool = False
+) -> dict[str, int]:
+    """Reference → current version, for those of `references` the hub holds (with
+    `live_only`, not deleted)."""
     keys = [tuple(reference.split("/")) for reference in references]
     found: dict[str, int] = {}
     for start in range(0, len(keys), 500):
-        rows = session.execute(
-            select(ResourceRow.res_type, ResourceRow.res_id, ResourceRow.version_id).where(
-                tuple_(ResourceRow.res_type, ResourceRow.res_id).in_(keys[start : start + 500])
-            )
+        query = select(ResourceRow.res_type, ResourceRow.res_id, ResourceRow.version_id).where(
+            tuple_(ResourceRow.res_type, ResourceRow.res_id).in_(keys[start : start + 500])
         )
+        if live_only:
+            query = query.where(ResourceRow.deleted.is_(False))
+        rows = session.execute(query)
         found |= {f"{row.res_type}/{row.res_id}": row.version_id for row in rows}
     return found
 

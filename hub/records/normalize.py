@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from connectors.fhir_rest.client import diagnostics
 from hub.fhir.references import references_in
 from hub.fhir.search_parameters import supported_types
 
@@ -86,7 +87,7 @@ class Normalizer:
         where = f"{resource_type}/{source_id}"
         self.fetched[resource_type] += 1
         if resource_type == "OperationOutcome":
-            self.problems.append(Problem("warning", "search", _outcome_text(resource)))
+            self.problems.append(Problem("warning", "search", diagnostics(resource)))
             return None
         if not source_id or not _RELATIVE.match(where):
             self.problems.append(Problem("skipped", where, "the resource has no usable id"))
@@ -288,11 +289,3 @@ def _attachment_urls(node: Any, parent: str = "") -> Iterator[str]:
 
 def _url_id(url: str) -> str:
     return "att-" + hashlib.sha256(url.encode()).hexdigest()[:40]
-
-
-def _outcome_text(outcome: JsonObject) -> str:
-    issues = outcome.get("issue") or []
-    return "; ".join(
-        str(i.get("diagnostics") or (i.get("details") or {}).get("text") or i.get("code"))
-        for i in issues
-    )[:1000]
