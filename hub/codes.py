@@ -31,3 +31,6 @@ PROGRAMS = {
     "neuro-oncology": "Neuro-oncology",
     "hemophilia-thrombosis": "Hemophilia and thrombosis",
 }
+
+# Composition.section.code of a case's record document (hub/workflow/record_sections.yaml).
+RECORD_SECTION_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/record-section"

@@ -50,6 +50,7 @@ LOINC: Final = "http://loinc.org"
 UCUM: Final = "http://unitsofmeasure.org"
 RXNORM: Final = "http://www.nlm.nih.gov/research/umls/rxnorm"
 ICD10CM: Final = "http://hl7.org/fhir/sid/icd-10-cm"
+SNOMED: Final = "http://snomed.info/sct"
 NPI: Final = "http://hl7.org/fhir/sid/us-npi"
 _THO: Final = "http://terminology.hl7.org/CodeSystem"
 V2_0074: Final = f"{_THO}/v2-0074"
@@ -620,7 +621,13 @@ class _RecordBuilder:
         )
 
     def procedure(
-        self, label: str, code_text: str, patient: str, condition: str, **extra: Any
+        self,
+        label: str,
+        code_text: str,
+        patient: str,
+        condition: str,
+        *codings: JSON,
+        **extra: Any,
     ) -> str:
         """A completed Procedure; ``extra`` adds performed[x]/bodySite/outcome/..."""
         return self.add(
@@ -628,7 +635,7 @@ class _RecordBuilder:
                 "resourceType": "Procedure",
                 "identifier": [_identifier("procedure", self.local_id(label))],
                 "status": "completed",
-                "code": concept(text=code_text),
+                "code": concept(*codings, text=code_text),
                 "subject": _ref(patient),
                 "reasonReference": [_ref(condition)],
                 **extra,
@@ -651,6 +658,7 @@ class _RecordBuilder:
             "(30 fractions total)",
             patient,
             condition,
+            coding(SNOMED, "1217123003", "Radiotherapy course of treatment"),
             performedPeriod={
                 "start": self.day(_DAY_RADIATION_START).isoformat(),
                 "end": self.day(_DAY_RADIATION_END).isoformat(),

@@ -245,6 +245,7 @@ CANCERS: Final[dict[str, CancerProfile]] = {
                 "Craniospinal irradiation 23.4 Gy with posterior fossa boost to 54 Gy",
                 "Craniospinal axis",
                 "radiation",
+                snomed=_sct("1217123003", "Radiotherapy course of treatment"),
                 end_day=82,
             ),
         ),
