@@ -32,6 +32,8 @@ from hub.records.fhir_pull import PULL_RECORDS_JOB, pull_records_job
 from hub.records.validation import start_worker as start_validation_worker
 from hub.records.write_back import WRITE_BACK_JOB, write_back_job
 from hub.settings import Settings
+from hub.workflow.checklist import CHECK_RECORDS_JOB
+from hub.workflow.completeness import check_records_job
 
 log = logging.getLogger("hub.runtime")
 
@@ -59,6 +61,14 @@ def job_handlers(settings: Settings) -> dict[str, JobHandler]:
         ),
         PULL_RECORDS_JOB: pull_records_job(settings.fhir_sources),
         WRITE_BACK_JOB: write_back_job(settings.fhir_sources),
+        CHECK_RECORDS_JOB: check_records_job(
+            settings.checklist_file,
+            [source.name for source in settings.fhir_sources]
+            if settings.pull_missing_records
+            else [],
+            settings.imaging_sources.names() if settings.pull_missing_records else [],
+            settings.default_program,
+        ),
     }
 
 

@@ -131,6 +131,11 @@ class Settings(BaseSettings):
     file or the environment, bearer, basic), strategy, queries, limits."""
     routing_file: Path = REPO_ROOT / "config" / "routing.yaml"
     """How a new case finds its program, urgency, due date and specialist."""
+    checklist_file: Path = REPO_ROOT / "config" / "checklist.yaml"
+    """What a case's records must hold before review, and who can fetch what is missing."""
+    pull_missing_records: bool = True
+    """A case missing required records pulls them from every configured FHIR and imaging
+    source that can fetch them (once per source and case); off: only explicit pulls."""
     default_program: str = "oncology"
     """The program a new case belongs to until routing assigns one."""
 

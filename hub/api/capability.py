@@ -21,7 +21,7 @@ INTERACTIONS = [
 READ_ONLY = ["read", "vread", "history-instance", "history-type", "search-type"]
 OPERATIONS = {
     "ServiceRequest": [("record-bundle", "record-bundle")],
-    "Task": [("transition", "case-transition")],
+    "Task": [("transition", "case-transition"), ("completeness", "completeness")],
 }
 _COMMON_PARAMS = [
     {"name": "_id", "type": "token"},

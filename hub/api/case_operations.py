@@ -1,4 +1,5 @@
-"""Case operations: the record bundle of a referral, and moving a case between states."""
+"""Case operations: the record bundle of a referral, what its records still lack, and moving
+a case between states."""
 
 from __future__ import annotations
 
@@ -6,10 +7,20 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
-from hub.api.deps import Caller, authenticate, base_url, fhir_body_schema, read_body, unit_of_work
+from hub.api.deps import (
+    Caller,
+    authenticate,
+    base_url,
+    fhir_body_schema,
+    hub_state,
+    read_body,
+    unit_of_work,
+)
 from hub.api.responses import FhirResponse, resource_response
 from hub.errors import InvalidRequest
 from hub.fhir.validation import validate_resource
+from hub.workflow.checklist import case_program, evaluate, load_checklist
+from hub.workflow.completeness import summary
 from hub.workflow.record_bundle import record_bundle
 
 router = APIRouter(prefix="/fhir", tags=["Cases"], dependencies=[Depends(authenticate)])
@@ -23,6 +34,26 @@ def get_record_bundle(
     """Everything the caller may see of the case of this referral, as one Bundle."""
     with unit_of_work(request, caller) as fhir:
         return FhirResponse(record_bundle(fhir, referral_id, base))
+
+
+@router.get("/Task/{task_id}/$completeness")
+def get_completeness(request: Request, caller: Caller, task_id: str) -> FhirResponse:
+    """The case's checklist (config/checklist.yaml): each item present or missing, with
+    whether its program requires it and the records that satisfy it."""
+    settings = hub_state(request).settings
+    with unit_of_work(request, caller) as fhir:
+        task = fhir.fetch("Task", task_id)
+        referral = fhir.cases.referral_of(task)
+        status = evaluate(
+            fhir.searcher,
+            load_checklist(settings.checklist_file),
+            task,
+            referral,
+            case_program(task, settings.default_program),
+            fhir.access.visible if fhir.access else None,
+        )
+        fhir.audited_export("operation", [task, referral])
+        return FhirResponse(summary(status))
 
 
 @router.post("/Task/{task_id}/$transition", openapi_extra=fhir_body_schema("Parameters"))

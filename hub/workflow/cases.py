@@ -29,8 +29,12 @@ from hub.workflow.case_states import (
     RECEIVED_STATUS,
     transition_problem,
 )
+from hub.workflow.checklist import queue_records_check
 from hub.workflow.consent import consent_problem
 from hub.workflow.routing import active_routing, least_loaded, route
+
+# Writes that are about a case, not records of its patient: they do not trigger a check.
+NOT_RECORDS = frozenset({"Task", "Communication", "Provenance", "AuditEvent", "ServiceRequest"})
 
 
 def is_second_opinion_referral(resource: dict[str, Any]) -> bool:
@@ -80,6 +84,7 @@ class CaseWorkflow:
         self.default_program = default_program
         self._new_referrals: list[StoredResource] = []
         self._new_tasks: list[StoredResource] = []
+        self._patients_with_news: set[str] = set()
 
     # -- hook points -------------------------------------------------------------------
     def check_write(
@@ -101,6 +106,10 @@ class CaseWorkflow:
     def after_write(self, stored: StoredResource, old: StoredResource | None) -> None:
         if stored.deleted:
             return
+        if stored.resource_type not in NOT_RECORDS:
+            patient = _patient_of(stored.content)
+            if patient:
+                self._patients_with_news.add(patient)
         if old is None and is_second_opinion_referral(stored.content):
             self._new_referrals.append(stored)
         elif old is None and stored.resource_type == "Task":
@@ -128,6 +137,8 @@ class CaseWorkflow:
                 opened.append(self._open_case(referral))
         self._new_referrals.clear()
         self._new_tasks.clear()
+        self._check_records_of(self._patients_with_news)
+        self._patients_with_news.clear()
         return opened
 
     # -- operations ----------------------------------------------------------------------
@@ -152,6 +163,13 @@ class CaseWorkflow:
         self._record(stored, current)
         return stored
 
+    def referral_of(self, task: StoredResource) -> StoredResource:
+        """The referral a case Task is for; NotFound if `task` is no case or it is gone."""
+        referral = self._referral_in_focus(task) if is_case_task(task.content) else None
+        if referral is None:
+            raise NotFound(f"Task/{task.resource_id} is not a second-opinion case.")
+        return referral
+
     def case_task_for(self, referral_id: str) -> StoredResource | None:
         """The case Task whose focus is ServiceRequest/`referral_id`."""
         query = SearchQuery(
@@ -166,6 +184,22 @@ class CaseWorkflow:
         return page.matches[0] if page.matches else None
 
     # -- internals -----------------------------------------------------------------------
+    def _check_records_of(self, patients: set[str]) -> None:
+        """Queue a records check for each case of `patients` that awaits records."""
+        if not patients:
+            return
+        query = SearchQuery(
+            "Task",
+            criteria=[
+                Criterion("patient", None, tuple(sorted(patients))),
+                Criterion("code", None, (f"{codes.CASE_TASK_SYSTEM}|{codes.CASE_TASK_CODE}",)),
+                Criterion("business-status", None, (RECEIVED_BUSINESS_STATUS,)),
+            ],
+            count=100,
+        )
+        for case in SearchRunner(self.repository.session).search(query, with_total=False).matches:
+            queue_records_check(self.repository.session, case.resource_id)
+
     def _open_case(self, referral: StoredResource) -> StoredResource:
         task = self._referrer_task(referral) or self._new_case_task(referral)
         received = dict(task.content)
@@ -175,6 +209,7 @@ class CaseWorkflow:
         self._route(received, referral)
         stored, _ = self.repository.update("Task", task.resource_id, received)
         self._record(stored, task)
+        queue_records_check(self.repository.session, stored.resource_id)
         if self._needs_consent():
             missing = consent_problem(self.repository, referral)
             if missing:
@@ -304,6 +339,18 @@ class CaseWorkflow:
         self.repository.create("Provenance", provenance)
         if old is not None:
             case_moved(self.repository.session, task, old)
+
+
+def _patient_of(resource: dict[str, Any]) -> str | None:
+    """The Patient reference a record is about (subject, patient or beneficiary)."""
+    for element in ("subject", "patient", "beneficiary"):
+        value = resource.get(element)
+        reference = value.get("reference") if isinstance(value, dict) else None
+        if isinstance(reference, str) and reference.startswith("Patient/"):
+            return reference
+    if resource.get("resourceType") == "Patient":
+        return f"Patient/{resource.get('id')}"
+    return None
 
 
 def _agent(principal: Principal | None) -> dict[str, Any]:

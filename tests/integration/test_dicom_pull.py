@@ -80,6 +80,7 @@ def test_a_case_pulls_its_study_from_the_outside_pacs(
             "dicom_store_dir": tmp_path / "dicom",
             "dicom_scp": StorageScpConfig(ae_title=HUB_AE, port=0),
             "imaging_sources": sources(orthanc),
+            "pull_missing_records": False,  # each test pulls from one source, explicitly
         }
     )
     seed = SEEDS[mode]
@@ -134,7 +135,11 @@ def test_without_a_shared_identifier_the_patient_is_found_by_name_and_birth_date
 ):
     monkeypatch.setenv(PASSWORD_ENV, orthanc.auth[1])
     hub_settings = settings.model_copy(
-        update={"dicom_store_dir": tmp_path / "dicom", "imaging_sources": sources(orthanc)}
+        update={
+            "dicom_store_dir": tmp_path / "dicom",
+            "imaging_sources": sources(orthanc),
+            "pull_missing_records": False,
+        }
     )
     # A family name of its own: the session's Orthanc keeps what earlier runs uploaded.
     child = replace(make_patient(64), family_name=f"Pullcheck{uuid.uuid4().hex[:8]}")
