@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -16,6 +16,8 @@ from connectors.fhir_rest.config import FhirSource
 from connectors.hl7v2_mllp import MllpListenerConfig
 from hub.imaging.sources import ImagingSources
 from hub.messages.outbound import MllpDestination
+from hub.workflow.checklist import load_checklist
+from hub.workflow.routing import load_routing
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = REPO_ROOT / "config" / "hub.yaml"
@@ -138,6 +140,20 @@ class Settings(BaseSettings):
     source that can fetch them (once per source and case); off: only explicit pulls."""
     default_program: str = "oncology"
     """The program a new case belongs to until routing assigns one."""
+
+    @field_validator("routing_file", "checklist_file")
+    @classmethod
+    def _table_loads(cls, path: Path, info: ValidationInfo) -> Path:
+        """A routing table or checklist that does not load fails at startup, not at the
+        first case (and `hub config check` reports it)."""
+        load = load_routing if info.field_name == "routing_file" else load_checklist
+        try:
+            load(path)
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot be read: {exc.strerror}") from exc
+        except (ValueError, yaml.YAMLError) as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+        return path
 
     @property
     def origin(self) -> str:

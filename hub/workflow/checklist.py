@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hub import codes
+from hub.errors import HubError
 from hub.fhir.dates import date_range, utc_now
 from hub.fhir.search_parameters import supported_types
 from hub.jobs.outbox import enqueue
@@ -47,7 +48,10 @@ class ChecklistItem(BaseModel):
             if resource_type not in supported_types():
                 raise ValueError(f"{query!r}: {resource_type!r} is not a type the hub serves")
             example = params.format(patient="p", referral="r", since="2026-01-01")
-            parse_search(resource_type, parse_qsl(example), default_count=1, max_count=1)
+            try:
+                parse_search(resource_type, parse_qsl(example), default_count=1, max_count=1)
+            except HubError as exc:
+                raise ValueError(f"{query!r}: {exc.diagnostics}") from exc
         return queries
 
     @field_validator("required")
