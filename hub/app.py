@@ -13,6 +13,7 @@ from hub.api import (
     health,
     imaging,
     records,
+    validate,
 )
 from hub.api.deps import HubState
 from hub.api.errors import install_error_handlers
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(fhir_rest.public)
     app.include_router(case_operations.router)
+    app.include_router(validate.router)  # before fhir_rest: `$validate` is no resource id
     app.include_router(fhir_rest.router)
     app.include_router(admin.router)
     app.include_router(dicomweb.router)

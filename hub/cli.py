@@ -285,3 +285,30 @@ def _read_jwks(path: Path) -> dict[str, Any]:
         typer.echo(f'{path} is not a JWKS: expected {{"keys": [...]}}.', err=True)
         raise typer.Exit(1)
     return document
+
+
+@app.command("validate")
+def validate_file(
+    path: Annotated[Path, typer.Argument(help="A FHIR R4 JSON file: a Bundle or any resource.")],
+) -> None:
+    """Validate a FHIR JSON file against FHIR R4 and the hub's profiles; print each issue
+    (severity, expression, diagnostics). Exit 0 if valid, 1 if not, 2 if unreadable."""
+    from hub.fhir.validation import parse_json
+    from hub.profiles import is_valid, outcome, validate_content
+
+    try:
+        content = parse_json(path.read_bytes())
+    except OSError as exc:
+        typer.echo(f"Cannot read {path}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(2) from exc
+    except InvalidRequest as exc:
+        typer.echo(f"{path}: {exc.diagnostics}", err=True)
+        raise typer.Exit(2) from exc
+    if not isinstance(content, dict) or not isinstance(content.get("resourceType"), str):
+        typer.echo(f"{path}: not a FHIR resource (a JSON object with a resourceType).", err=True)
+        raise typer.Exit(2)
+    issues = validate_content(content)
+    for issue in outcome(issues)["issue"]:
+        where = ", ".join(issue.get("expression", [])) or "-"
+        typer.echo(f"{issue['severity']}  {where}  {issue['diagnostics']}")
+    raise typer.Exit(0 if is_valid(issues) else 1)

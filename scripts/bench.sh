@@ -8,3 +8,4 @@ bash scripts/ensure_fhir_peer.sh
 .venv/bin/python -m benchmarks.bench_hl7
 bash scripts/ensure_dicom_peers.sh && .venv/bin/python -m benchmarks.bench_dicom
 .venv/bin/python -m benchmarks.bench_fhir
+.venv/bin/python -m benchmarks.bench_record_bundle

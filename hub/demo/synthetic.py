@@ -659,6 +659,7 @@ class _RecordBuilder:
             patient,
             condition,
             coding(SNOMED, "1217123003", "Radiotherapy course of treatment"),
+            category=concept(coding(SNOMED, "108290001", "Radiation oncology AND/OR radiotherapy")),
             performedPeriod={
                 "start": self.day(_DAY_RADIATION_START).isoformat(),
                 "end": self.day(_DAY_RADIATION_END).isoformat(),

@@ -228,9 +228,15 @@ class FhirInteractions:
         self._audit("update", [stored])
         return stored
 
-    def audited_export(self, interaction: str, resources: list[StoredResource]) -> None:
-        """Audit an operation that hands out `resources` (e.g. the record bundle)."""
-        self._audit(interaction, resources)
+    def audited_export(
+        self,
+        interaction: str,
+        resources: list[StoredResource],
+        patients: list[str] | None = None,
+    ) -> None:
+        """Audit an operation that hands out `resources` (e.g. the record bundle), about
+        `patients` (`Patient/id`) when the caller knows whose data it is."""
+        self._audit(interaction, resources, patients=patients)
 
     def may_read(self, stored: StoredResource) -> bool:
         """May the caller read this resource (scope, role and case)?"""
@@ -285,7 +291,12 @@ class FhirInteractions:
         return or_(*[(ResourceRow.res_type == t) & self.access.visible(t) for t in searchable])
 
     def _audit(
-        self, interaction: str, resources: list[StoredResource], *, query: SearchQuery | None = None
+        self,
+        interaction: str,
+        resources: list[StoredResource],
+        *,
+        query: SearchQuery | None = None,
+        patients: list[str] | None = None,
     ) -> None:
         if self.principal is None:
             return
@@ -297,7 +308,9 @@ class FhirInteractions:
             if not resources and not searched_patient_data:
                 return
         query_text = f"{query.resource_type}?{urlencode(query.params)}" if query else None
-        event = audit_event(self.principal, interaction, resources, query=query_text)
+        event = audit_event(
+            self.principal, interaction, resources, query=query_text, patients=patients
+        )
         write_audit_event(self.repository, event)
 
     def finish(self) -> list[StoredResource]:

@@ -36,9 +36,9 @@ def references_in(node: Any) -> list[str]:
         item = stack.pop()
         if isinstance(item, dict):
             for key, child in item.items():
-                if key == "reference":
-                    if isinstance(child, str):
-                        found.append(child)
+                if key == "reference" and isinstance(child, str):
+                    found.append(child)
+                # An element named `reference` may hold a Reference (CarePlan.activity).
                 elif key != "contained" and isinstance(child, dict | list):
                     stack.append(child)
         elif isinstance(item, list):

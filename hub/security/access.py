@@ -122,6 +122,12 @@ class AccessPolicy:
             )
         return visible
 
+    def sees_record_of(self, patient_id: str) -> bool:
+        """Does the caller see every resource that refers to Patient/`patient_id` (a case
+        worker on one of the patient's cases)? What `visible` says of each, in one test."""
+        own = self.principal.patient
+        return patient_id in self._patients and (own is None or own == f"Patient/{patient_id}")
+
     @cached_property
     def _case_task_rows(self) -> list[tuple[str, str | None, str | None]]:
         """(Task id, focus ServiceRequest id, patient id) of every case the caller may work."""

@@ -52,18 +52,21 @@ def audit_event(
     description: str | None = None,
     query: str | None = None,
     what: Iterable[str] = (),
+    patients: Iterable[str] | None = None,
 ) -> dict[str, Any]:
-    """An AuditEvent: `principal` did `interaction` on `resources` (and the `what` refs)."""
+    """An AuditEvent: `principal` did `interaction` on `resources` (and the `what` refs).
+
+    `patients` (`Patient/id`) whose data it was, when the caller knows; else they are
+    found in the resources' references."""
     entities: list[dict[str, Any]] = []
-    patients: set[str] = set()
     seen: set[str] = set()
     for reference in [*(r.reference for r in resources), *what]:
         if reference not in seen:
             seen.add(reference)
             entities.append(_entity(reference))
-    for stored in resources:
-        patients.update(_patients_of(stored))
-    entities.extend(_patient_entity(p) for p in sorted(patients - seen))
+    if patients is None:
+        patients = {p for stored in resources for p in _patients_of(stored)}
+    entities.extend(_patient_entity(p) for p in sorted(set(patients) - seen))
     if query is not None:
         entities.append(
             {

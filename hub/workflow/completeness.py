@@ -24,7 +24,7 @@ from hub.errors import NotFound
 from hub.fhir.dates import instant, utc_now
 from hub.imaging.events import CATEGORY_SYSTEM
 from hub.imaging.pull import PULL_JOB, queue_pull
-from hub.jobs.outbox import Job
+from hub.jobs.outbox import Job, mark_done
 from hub.jobs.worker import JobFailed
 from hub.records.fhir_pull import PULL_RECORDS_JOB, queue_record_pull
 from hub.storage.repository import ResourceRepository
@@ -57,6 +57,10 @@ def check_records_job(
     pull_kinds = {"fhir": PULL_RECORDS_JOB, "dicom": PULL_JOB}
 
     def run(session: Session, job: Job) -> None:
+        check(session, job)
+        mark_done(session, job)
+
+    def check(session: Session, job: Job) -> None:
         repository = ResourceRepository(session)
         task = repository.find("Task", job.subject)
         if task is None:

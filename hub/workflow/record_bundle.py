@@ -7,6 +7,7 @@ from typing import Any
 
 from hub.errors import InvalidRequest
 from hub.fhir.interactions import FhirInteractions
+from hub.profiles import profiles_for
 from hub.storage.indexer import split_reference
 from hub.workflow.record_document import record_document
 from hub.workflow.record_members import case_record
@@ -25,6 +26,11 @@ def record_bundle(fhir: FhirInteractions, referral_id: str, base: str) -> dict[s
     case = fhir.cases.case_task_for(referral_id)
     if case is not None and not fhir.may_read(case):
         case = None
-    members = case_record(fhir, referral, case, subject)
-    fhir.audited_export("operation", [members[key] for key in sorted(members)])
-    return record_document(members, referral, case, base)
+    record = case_record(fhir, referral, case, subject)
+    members = record.members
+    fhir.audited_export(
+        "operation", [members[key] for key in sorted(members)], patients=["/".join(subject)]
+    )
+    return record_document(
+        members, referral, case, base, profiles_for=profiles_for, references=record.references
+    )

@@ -139,13 +139,20 @@ def _value(resource: JSON) -> str | None:
     if resource["resourceType"] == "Observation":
         found = {k: v for k, v in resource.items() if k.startswith("value")}
         if not found:
-            return None
+            return (
+                json.dumps(resource["component"], sort_keys=True)
+                if resource.get("component")
+                else None
+            )
         name, value = next(iter(found.items()))
         if name == "valueQuantity" and isinstance(value, dict):
             value = {k: value.get(k) for k in ("value", "code", "system")}
         elif name == "valueCodeableConcept" and isinstance(value, dict):
             value = sorted((c.get("system"), c.get("code")) for c in value.get("coding") or [])
-        return json.dumps([name, value], sort_keys=True, default=str)
+        # Findings that differ only in their components (the gene a variant test studied)
+        # are different results.
+        components = resource.get("component")
+        return json.dumps([name, value, components], sort_keys=True, default=str)
     dosage = resource.get("dosage") or next(iter(resource.get("dosageInstruction") or []), None)
     if isinstance(dosage, dict):
         dose = dosage.get("dose") or next(

@@ -8,7 +8,7 @@ import hashlib
 import html
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from hub import codes
@@ -54,14 +54,18 @@ def record_document(
     case: StoredResource | None,
     base: str,
     profiles_for: Callable[[JSON], list[str]] | None = None,
+    references: Mapping[Key, Sequence[str]] | None = None,
 ) -> JSON:
     """The document Bundle of a case's `members` (the caller's readable records of it).
 
-    `profiles_for` names the profiles each record claims (stamped in `meta.profile`).
+    `profiles_for` names the profiles each record claims (stamped in `meta.profile`);
+    `references`, the references each member makes, when the caller has them already.
     """
     versions = {f"{t}/{i}": stored for (t, i), stored in members.items()}
-    records = {ref: s.content for ref, s in versions.items() if s.resource_type != "Provenance"}
-    deduplicated = deduplicate(records)
+    stored_content = {
+        ref: s.content for ref, s in versions.items() if s.resource_type != "Provenance"
+    }
+    deduplicated = deduplicate(stored_content)
     records = deduplicated.resources
     current = {ref: versions[ref].version_id for ref in records}
     provenances = _provenances(
@@ -70,7 +74,15 @@ def record_document(
         current,
     )
     resolvable = set(records) | {f"Provenance/{p['id']}" for p in provenances}
-    records = {ref: _only_resolving(resource, resolvable) for ref, resource in records.items()}
+    known = references or {}
+    records = {
+        ref: _only_resolving(
+            resource,
+            resolvable,
+            known.get(_key(ref)) if resource is stored_content[ref] else None,
+        )
+        for ref, resource in records.items()
+    }
     if profiles_for is not None:
         records = {ref: _with_profiles(resource, profiles_for) for ref, resource in records.items()}
 
@@ -150,15 +162,21 @@ def _provenances(
     return kept
 
 
-def _only_resolving(resource: JSON, resolvable: set[str]) -> JSON:
+def _only_resolving(resource: JSON, resolvable: set[str], references: Sequence[str] | None) -> JSON:
     """`resource`, with any reference to a record outside the bundle (one the caller may
-    not read, or no longer held) turned into its display text, so that none dangles."""
+    not read, or no longer held) turned into its display text, so that none dangles.
+    `references`: those it makes, if known."""
     dangling = {
         reference
-        for reference in references_in(resource)
+        for reference in (references_in(resource) if references is None else references)
         if not reference.startswith("#") and reference.partition("/_history/")[0] not in resolvable
     }
     return _demoted(resource, dangling) if dangling else resource
+
+
+def _key(reference: str) -> Key:
+    resource_type, _, resource_id = reference.partition("/")
+    return resource_type, resource_id
 
 
 def _demoted(node: Any, dangling: set[str]) -> Any:

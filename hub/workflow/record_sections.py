@@ -57,11 +57,21 @@ def record_sections() -> tuple[Section, ...]:
 
 def section_of(resource: dict[str, Any], in_case: bool = False) -> str | None:
     """The code of the leaf section `resource` goes in, or None if no rule takes it."""
+    for code, rule in _rules_by_type().get(str(resource.get("resourceType")), ()):
+        if rule.matches(resource, in_case):
+            return code
+    return None
+
+
+@cache
+def _rules_by_type() -> dict[str, tuple[tuple[str, SectionRule], ...]]:
+    """Each type's rules in table order, with their leaf section's code."""
+    found: dict[str, list[tuple[str, SectionRule]]] = {}
     for section in record_sections():
         for leaf in section.leaves():
-            if any(rule.matches(resource, in_case) for rule in leaf.rules):
-                return leaf.code
-    return None
+            for rule in leaf.rules:
+                found.setdefault(rule.resource_type, []).append((leaf.code, rule))
+    return {resource_type: tuple(rules) for resource_type, rules in found.items()}
 
 
 def _section(entry: dict[str, Any]) -> Section:

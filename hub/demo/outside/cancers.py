@@ -20,6 +20,7 @@ from hub.demo.synthetic import ICD10CM
 __all__ = [
     "CANCERS",
     "ICDO3",
+    "RADIOTHERAPY",
     "SNOMED",
     "CancerProfile",
     "ChemoDrug",
@@ -30,6 +31,8 @@ __all__ = [
 ]
 
 SNOMED: Final = "http://snomed.info/sct"
+# Procedure.category of a course of radiotherapy (as mCODE's course summary has it).
+RADIOTHERAPY: Final = (SNOMED, "108290001", "Radiation oncology AND/OR radiotherapy")
 ICDO3: Final = "http://terminology.hl7.org/CodeSystem/icd-o-3"
 
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Final
 
-from hub.demo.outside.cancers import SNOMED, ChemoDrug, Code, ImagingSpec
+from hub.demo.outside.cancers import RADIOTHERAPY, SNOMED, ChemoDrug, Code, ImagingSpec
 from hub.demo.outside.shapes import (
     DICOM_DCM,
     DICOM_UID,
@@ -333,6 +333,8 @@ def procedures(w: RecordWriter, a: Actors, condition: str) -> None:
             "reasonReference": [ref(condition)],
             "bodySite": [concept(text=spec.body_site)],
         }
+        if spec.kind == "radiation":
+            resource["category"] = concept(coding(*RADIOTHERAPY))
         encounter = w.encounter_on(spec.day)
         if encounter:
             resource["encounter"] = ref(encounter)
