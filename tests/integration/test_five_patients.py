@@ -393,3 +393,25 @@ def test_the_record_bundle_validates_against_our_profiles(delivered: Delivered) 
     assert not errors, "\n".join(
         f"{i.severity} {i.code} {'/'.join(i.expression)}: {i.diagnostics}" for i in issues
     )
+
+
+def test_a_study_pushed_again_updates_the_hubs_own_imaging_study(delivered: Delivered) -> None:
+    """The pulled record describes one of the studies too (same Study Instance UID): a second
+    push must update the ImagingStudy the hub made, not stumble on the pulled one."""
+    hub, case = delivered.hub, delivered.case
+    with hub.sessions() as session:
+        before = {
+            row.study_uid: row.imaging_study_id
+            for row in session.scalars(select(DicomStudyRow)).all()
+            if row.study_uid in case.dicom
+        }
+    assert len(before) == len(case.dicom) and all(before.values())
+    push_studies(hub, case)
+    drain(hub)
+    with hub.sessions() as session:
+        after = {
+            row.study_uid: (row.status, row.hold_reason, row.imaging_study_id)
+            for row in session.scalars(select(DicomStudyRow)).all()
+            if row.study_uid in case.dicom
+        }
+    assert after == {uid: ("attached", None, before[uid]) for uid in before}
