@@ -12,7 +12,10 @@ from hub.api import (
     fhir_rest,
     health,
     imaging,
+    metrics,
+    opinions,
     records,
+    turnaround,
     validate,
 )
 from hub.api.deps import HubState
@@ -49,7 +52,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(fhir_rest.public)
     app.include_router(case_operations.router)
+    app.include_router(opinions.router)
     app.include_router(validate.router)  # before fhir_rest: `$validate` is no resource id
+    app.include_router(turnaround.router)
+    app.include_router(metrics.router)
     app.include_router(fhir_rest.router)
     app.include_router(admin.router)
     app.include_router(dicomweb.router)

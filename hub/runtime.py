@@ -34,6 +34,7 @@ from hub.records.write_back import WRITE_BACK_JOB, write_back_job
 from hub.settings import Settings
 from hub.workflow.checklist import CHECK_RECORDS_JOB
 from hub.workflow.completeness import check_records_job
+from hub.workflow.opinion_delivery import confirm_message, confirm_write_back
 
 log = logging.getLogger("hub.runtime")
 
@@ -52,7 +53,7 @@ def job_handlers(settings: Settings) -> dict[str, JobHandler]:
         MAP_JOB: answers.mapping_handler(
             partial(map_hl7_message, models=settings.hl7_model_validation)
         ),
-        DELIVER_JOB: deliver_hl7_job(deliveries),
+        DELIVER_JOB: deliver_hl7_job(deliveries, on_delivered=confirm_message),
         ATTACH_JOB: attach_study_job(dicom_store(settings), settings.dicomweb_url),
         PULL_JOB: pull_imaging_job(
             settings.imaging_sources,
@@ -60,7 +61,7 @@ def job_handlers(settings: Settings) -> dict[str, JobHandler]:
             settings.dicom_scp.ae_title if settings.dicom_scp else None,
         ),
         PULL_RECORDS_JOB: pull_records_job(settings.fhir_sources),
-        WRITE_BACK_JOB: write_back_job(settings.fhir_sources),
+        WRITE_BACK_JOB: write_back_job(settings.fhir_sources, on_delivered=confirm_write_back),
         CHECK_RECORDS_JOB: check_records_job(
             settings.checklist_file,
             [source.name for source in settings.fhir_sources]
@@ -82,7 +83,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Case moves made through the API tell HL7 v2 referrers (order status updates).
     ReturnChannel(state.settings.mllp_destinations).bind_sessions(state.sessions)
     worker = (
-        JobWorker(state.sessions, job_handlers(state.settings), batch_sizes=BATCH_SIZES)
+        JobWorker(
+            state.sessions,
+            job_handlers(state.settings),
+            lease_seconds=state.settings.job_lease_seconds,
+            batch_sizes=BATCH_SIZES,
+        )
         if state.settings.embedded_worker
         else None
     )

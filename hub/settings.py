@@ -18,6 +18,7 @@ from hub.imaging.sources import ImagingSources
 from hub.messages.outbound import MllpDestination
 from hub.workflow.checklist import load_checklist
 from hub.workflow.routing import load_routing
+from hub.workflow.turnaround_config import TurnaroundSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = REPO_ROOT / "config" / "hub.yaml"
@@ -140,6 +141,9 @@ class Settings(BaseSettings):
     source that can fetch them (once per source and case); off: only explicit pulls."""
     default_program: str = "oncology"
     """The program a new case belongs to until routing assigns one."""
+    turnaround: TurnaroundSettings = Field(default_factory=TurnaroundSettings)
+    """The business-day clock from records-complete to delivered: time zone, weekend,
+    holidays, each program's promise (routine, urgent), the at-risk share."""
 
     @field_validator("routing_file", "checklist_file")
     @classmethod

@@ -91,6 +91,9 @@ class FhirWriteBack(BaseModel):
     and point its output at the opinion."""
     notify: bool = True
     """Also create a Communication telling the referrer the opinion is there."""
+    referrers: tuple[str, ...] = ()
+    """The hub clients (token subjects) whose referrals this server is the way back for:
+    their finished opinions are written back here by themselves."""
 
 
 class FhirSource(HttpPeer):

@@ -21,6 +21,7 @@ INTERACTIONS = [
 READ_ONLY = ["read", "vread", "history-instance", "history-type", "search-type"]
 OPERATIONS = {
     "ServiceRequest": [("record-bundle", "record-bundle")],
+    "DiagnosticReport": [("finalize", "opinion-finalize"), ("amend", "opinion-amend")],
     "Task": [("transition", "case-transition"), ("completeness", "completeness")],
 }
 _COMMON_PARAMS = [

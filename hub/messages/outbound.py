@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import ssl
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session, sessionmaker
@@ -50,6 +52,10 @@ class MllpDestination(BaseModel):
     """Send the application ACKs that these senders ask for in MSH-16 (enhanced mode)."""
     order_status_updates: bool = False
     """Send OSU^O51 when a case opened by a referral from these senders changes state."""
+    opinions: bool = True
+    """Send the finished opinions of the cases these senders referred."""
+    opinion_message: Literal["MDM^T02", "ORU^R01"] = "MDM^T02"
+    """As a document (MDM^T02) or as the result of the referral order (ORU^R01)."""
 
     @field_validator("answers_for")
     @classmethod
@@ -150,7 +156,13 @@ class MllpDeliveries:
             self._senders.clear()
 
 
-def deliver_hl7_job(deliveries: MllpDeliveries) -> OwnTransactions:
+Delivered = Callable[[Session, MessageRow], None]
+"""Told of each message the peer accepted, in the transaction that records it."""
+
+
+def deliver_hl7_job(
+    deliveries: MllpDeliveries, on_delivered: Delivered | None = None
+) -> OwnTransactions:
     """The `deliver-hl7` job handler, bound to the configured destinations: no transaction
     is open while it waits for the peer's ACK."""
 
@@ -165,6 +177,8 @@ def deliver_hl7_job(deliveries: MllpDeliveries) -> OwnTransactions:
             row = session.get(MessageRow, int(job.subject))
             assert row is not None  # a logged message is never deleted
             _record_delivery(session, row, job, result)
+            if result.accepted and on_delivered is not None:
+                on_delivered(session, row)
             session.commit()
 
     return OwnTransactions(deliver)

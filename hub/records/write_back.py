@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +63,14 @@ def queue_write_back(session: Session, report_id: str, source: str) -> None:
     enqueue(session, WRITE_BACK_JOB, f"{report_id}|{source}")
 
 
-def write_back_job(sources: list[FhirSource]) -> OwnTransactions:
+WrittenBack = Callable[[Session, str, str], None]
+"""Told (session, report id, source name) of each opinion a source accepted, in the
+transaction that records it."""
+
+
+def write_back_job(
+    sources: list[FhirSource], on_delivered: WrittenBack | None = None
+) -> OwnTransactions:
     by_name = {source.name: source for source in sources}
 
     def run(sessions: sessionmaker[Session], job: Job) -> None:
@@ -94,6 +102,8 @@ def write_back_job(sources: list[FhirSource]) -> OwnTransactions:
             record_case_event(
                 session, opinion.case_task_id, f"Opinion delivered to {name}: {delivered}"
             )
+            if on_delivered is not None:
+                on_delivered(session, report_id, name)
             mark_done(session, job)
             session.commit()
 

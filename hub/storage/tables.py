@@ -267,3 +267,30 @@ class RecordPullRow(Base):
     report: Mapped[str] = mapped_column(Text, default="{}")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+
+
+class OpinionDeliveryRow(Base):
+    """One signed version of an opinion on its way to the referrer by one channel: the
+    case is opinion-delivered once every delivery of the version is confirmed."""
+
+    __tablename__ = "opinion_delivery"
+    __table_args__ = (
+        UniqueConstraint(
+            "report_id", "report_version", "channel", "target", name="uq_opinion_delivery"
+        ),
+    )
+
+    delivery_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    report_id: Mapped[str] = mapped_column(String(64), index=True)
+    report_version: Mapped[int] = mapped_column(Integer)
+    case_task_id: Mapped[str] = mapped_column(String(64), index=True)
+    channel: Mapped[str] = mapped_column(String(8))
+    """fhir (write-back to a FHIR source) or hl7 (MDM^T02 / ORU^R01 over MLLP)."""
+    target: Mapped[str] = mapped_column(String(64))
+    """The FHIR source's or MLLP destination's name."""
+    message_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    """The outbound message (hl7)."""
+    status: Mapped[str] = mapped_column(String(16))
+    """queued, delivered."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False), nullable=True)

@@ -31,6 +31,7 @@ from hub.workflow.case_states import (
 )
 from hub.workflow.checklist import queue_records_check
 from hub.workflow.consent import consent_problem
+from hub.workflow.opinion_rules import check_opinion_write, is_opinion, referral_reference
 from hub.workflow.routing import active_routing, least_loaded, route
 
 # Writes that are about a case, not records of its patient: they do not trigger a check.
@@ -90,7 +91,13 @@ class CaseWorkflow:
     def check_write(
         self, resource_type: str, new: dict[str, Any], old: StoredResource | None
     ) -> None:
-        """Refuse a write that would move a case Task illegally."""
+        """Refuse a write that would move a case Task illegally, or break the rules of
+        writing an opinion (hub.workflow.opinion_rules)."""
+        if resource_type == "DiagnosticReport" and (
+            is_opinion(new) or (old is not None and is_opinion(old.content))
+        ):
+            check_opinion_write(self.opinion_case(new), self.principal, new, old)
+            return
         if resource_type != "Task" or old is None or not is_case_task(old.content):
             return
         problem = transition_problem(
@@ -106,6 +113,8 @@ class CaseWorkflow:
     def after_write(self, stored: StoredResource, old: StoredResource | None) -> None:
         if stored.deleted:
             return
+        if stored.resource_type == "DiagnosticReport" and is_opinion(stored.content):
+            self._opinion_drafted(stored)
         if stored.resource_type not in NOT_RECORDS:
             patient = _patient_of(stored.content)
             if patient:
@@ -170,6 +179,14 @@ class CaseWorkflow:
             raise NotFound(f"Task/{task.resource_id} is not a second-opinion case.")
         return referral
 
+    def opinion_case(self, report: dict[str, Any]) -> StoredResource | None:
+        """The case Task of the referral an opinion is basedOn (None if it names none)."""
+        target = referral_reference(report)
+        referral = self.repository.find(*target) if target else None
+        if referral is None or not is_second_opinion_referral(referral.content):
+            return None
+        return self.case_task_for(referral.resource_id)
+
     def case_task_for(self, referral_id: str) -> StoredResource | None:
         """The case Task whose focus is ServiceRequest/`referral_id`."""
         query = SearchQuery(
@@ -184,6 +201,13 @@ class CaseWorkflow:
         return page.matches[0] if page.matches else None
 
     # -- internals -----------------------------------------------------------------------
+    def _opinion_drafted(self, report: StoredResource) -> None:
+        """A draft opinion moves its case to in-progress / opinion-drafted (once)."""
+        case = self.opinion_case(report.content)
+        if case is None or business_status_of(case.content) == "opinion-drafted":
+            return
+        self.transition(case.resource_id, "in-progress", "opinion-drafted", None)
+
     def _check_records_of(self, patients: set[str]) -> None:
         """Queue a records check for each case of `patients` that awaits records."""
         if not patients:
