@@ -172,12 +172,10 @@ async def _deliver(source: FhirSource, opinion: Opinion) -> str:
         subject = await _their_patient(client, opinion)
         request = await _their_referral(client, opinion)
         pdf = base64.b64encode(opinion.pdf).decode("ascii")
-        document = await client.create(
-            _document(opinion, subject, request, pdf), if_none_exist=criteria
+        document = await _create_or_update(
+            client, _document(opinion, subject, request, pdf), criteria
         )
-        report = await client.create(
-            _report(opinion, subject, request, pdf), if_none_exist=criteria
-        )
+        report = await _create_or_update(client, _report(opinion, subject, request, pdf), criteria)
         said = [f"DocumentReference/{document.get('id')}", f"DiagnosticReport/{report.get('id')}"]
         task = None
         if source.write_back.update_task and request is not None:
@@ -189,6 +187,18 @@ async def _deliver(source: FhirSource, opinion: Opinion) -> str:
             )
             said.append(f"Communication/{note.get('id')}")
     return ", ".join(said)
+
+
+async def _create_or_update(client: FhirClient, resource: JsonObject, criteria: str) -> JsonObject:
+    """Create `resource` unless `criteria` find it; one found that differs (an amended
+    opinion) is updated in place: the referrer keeps one report, at its latest version."""
+    found = await client.create(resource, if_none_exist=criteria)
+    if all(found.get(key) == value for key, value in resource.items()):
+        return found
+    version = (found.get("meta") or {}).get("versionId")
+    return await client.update(
+        {**resource, "id": found["id"]}, if_match=f'W/"{version}"' if version else None
+    )
 
 
 async def _their_patient(client: FhirClient, opinion: Opinion) -> JsonObject:
@@ -252,7 +262,8 @@ def _document(opinion: Opinion, subject: JsonObject, request: str | None, pdf: s
         "status": "current",
         "type": {"coding": [CONSULT_NOTE], "text": "Second opinion"},
         "subject": subject,
-        "date": instant(utc_now()),
+        # The opinion's own time, not the attempt's: a retry finds the document unchanged.
+        "date": opinion.report.get("issued") or instant(utc_now()),
         "description": opinion.report.get("conclusion", "Second opinion")[:500],
         "content": [
             {

@@ -225,9 +225,10 @@ def test_a_signed_opinion_goes_back_once_and_the_case_completes(fhir_case) -> No
 
 
 def test_an_amendment_is_signed_with_its_reason_and_supersedes_the_document(fhir_case) -> None:
-    case, _ = fhir_case
+    case, peer = fhir_case
     draft = case.draft()
     final = case.finalize(draft["id"]).json()
+    case.run_jobs()
     amended_content = {**final, "conclusion": "Amended: add a hearing test before cycle 4."}
     parameters = {
         "resourceType": "Parameters",
@@ -257,6 +258,19 @@ def test_an_amendment_is_signed_with_its_reason_and_supersedes_the_document(fhir
         headers=case.manager,
     ).json()["entry"]
     assert sorted(d["resource"]["status"] for d in documents) == ["current", "superseded"]
+    case.run_jobs()
+    case.run_jobs()
+    # The referrer holds one report, now the amended one.
+    [theirs] = peer.resources("DiagnosticReport", identifier=f"{OPINION_SYSTEM}|{draft['id']}")
+    assert theirs["status"] == "amended"
+    assert theirs["conclusion"].startswith("Amended:")
+    [their_document] = peer.resources(
+        "DocumentReference", identifier=f"{OPINION_SYSTEM}|{draft['id']}"
+    )
+    assert (
+        their_document["content"][0]["attachment"]["data"]
+        == amended.json()["presentedForm"][0]["data"]
+    )
     no_reason = {**parameters, "parameter": parameters["parameter"][:1]}
     refused = case.client.post(
         f"/fhir/DiagnosticReport/{draft['id']}/$amend",
