@@ -6,6 +6,7 @@ completed, and the referrer holds exactly one report however often the jobs run.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Iterator
@@ -14,12 +15,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from connectors.fhir_rest.config import FhirSource, FhirWriteBack
 from connectors.http import HttpRetry
 from hub.app import create_app
 from hub.jobs.worker import JobWorker
+from hub.messages.outbound import MllpDestination
 from hub.profiles import validate_content
 from hub.profiles.canonical import REPORT_TYPE_SYSTEM, SECOND_OPINION_REPORT_CODE
 from hub.records.write_back import OPINION_SYSTEM
@@ -27,7 +29,7 @@ from hub.runtime import job_handlers
 from hub.security.keys import signing_key
 from hub.settings import Settings
 from hub.storage.repository import ResourceRepository
-from hub.storage.tables import OpinionDeliveryRow
+from hub.storage.tables import JobRow, MessageRow, OpinionDeliveryRow
 from hub.workflow.opinions import verify
 from tests.fhir_client import bearer, patient, post, referral
 from tests.fhir_server_peer import FhirPeer
@@ -39,6 +41,7 @@ from tests.integration.test_hl7_return_channel import (
     return_route,
     whole_hub,
 )
+from tests.mllp_peer import hl7_peer
 
 SOURCE = "referrer-ehr"
 REFERRER = "ehr-1"
@@ -289,37 +292,12 @@ def test_an_hl7_referral_gets_its_opinion_as_mdm_over_mllp(settings, tmp_path) -
         acks = mllp_send(port, [ref("REF-7", "AL", "NE")], tmp_path)
         assert [a.split("|")[1:3] for a in acks] == [["CA", "REF-7"]]
         worker.run_until_idle()
-        manager = bearer(settings, subject="cm-1", roles=("case-manager",), scope="user/*.cruds")
-        [entry] = client.get("/fhir/Task", headers=manager).json()["entry"]
-        task = entry["resource"]
-        referral_id = task["focus"]["reference"].split("/")[1]
-        patient_id = task["for"]["reference"].split("/")[1]
-        doctor = post(client, {"resourceType": "Practitioner", "name": [{"family": "Expert"}]})
-        specialist = bearer(
-            settings,
-            subject="dr-expert",
-            roles=("specialist",),
-            scope="user/*.cruds",
-            fhir_user=f"Practitioner/{doctor['id']}",
-        )
-        task.update(owner={"reference": f"Practitioner/{doctor['id']}"}, status="accepted")
-        task["businessStatus"]["coding"][0]["code"] = "assigned"
-        assert (
-            client.put(
-                f"/fhir/Task/{task['id']}", content=json.dumps(task), headers=manager
-            ).status_code
-            == 200
-        )
-        draft = post(client, opinion(patient_id, referral_id), **specialist)
-        signed = client.post(f"/fhir/DiagnosticReport/{draft['id']}/$finalize", headers=specialist)
-        assert signed.status_code == 200, signed.text
+        task_id, _, manager = _signed_opinion(client, settings)
         worker.run_until_idle()
         worker.run_until_idle()
-        state = client.get(f"/fhir/Task/{task['id']}", headers=manager).json()
+        state = client.get(f"/fhir/Task/{task_id}", headers=manager).json()
         events = client.get(
-            "/fhir/Communication",
-            params={"based-on": f"ServiceRequest/{referral_id}"},
-            headers=manager,
+            "/fhir/Communication", params={"based-on": state["focus"]["reference"]}, headers=manager
         ).json()["entry"]
     documents = [m for m in inbox if field(m, "MSH", 9).startswith("MDM^T02")]
     assert len(documents) == 1
@@ -328,3 +306,88 @@ def test_an_hl7_referral_gets_its_opinion_as_mdm_over_mllp(settings, tmp_path) -
     texts = [e["resource"]["payload"][0]["contentString"] for e in events]
     assert any("Opinion signed: delivery to MDM^T02 to st-mary-return" in t for t in texts)
     assert any(t.startswith("Opinion delivered: MDM^T02") and "(CA)" in t for t in texts)
+
+
+def test_over_a_faulty_link_the_opinion_arrives_once_under_one_control_id(
+    settings, tmp_path
+) -> None:
+    """The referrer's engine drops the first three connections, answers AE once, then ACKs
+    too late once: the hub resends the same message (one MSH-10, which the receiver
+    de-duplicates on) until an AA matches it, and only that completes the case."""
+
+    async def flaky(peer: Any, reader: Any, writer: Any, number: int) -> None:
+        if number <= 3:
+            return  # down: the connection closes before anything is read
+        while True:
+            message = await peer.read(reader)
+            if len(peer.received) == 1:
+                writer.writemessage(message.create_ack(ack_code="AE"))
+            elif len(peer.received) == 2:
+                await asyncio.sleep(LATE_ACK_SECONDS)
+                writer.writemessage(message.create_ack(ack_code="AA"))
+            else:
+                writer.writemessage(message.create_ack(ack_code="AA"))
+            await writer.drain()
+
+    with hl7_peer(flaky) as peer:
+        destination = MllpDestination(
+            name="st-mary-return",
+            host="127.0.0.1",
+            port=peer.port,
+            answers_for=["EHR/ST-MARY"],
+            connect_timeout_seconds=5,
+            ack_timeout_seconds=LATE_ACK_SECONDS / 4,
+            max_attempts=8,
+        )
+        with whole_hub(settings, destination) as hub:
+            client, worker, port = hub
+            mllp_send(port, [ref("REF-8", "AL", "NE")], tmp_path)
+            worker.run_until_idle()
+            task_id, draft_id, manager = _signed_opinion(client, settings)
+            sessions = client.app.state.hub.sessions  # type: ignore[attr-defined]
+            for _ in range(8):  # a guard, not a timing expectation
+                with sessions.begin() as session:  # the backoff's wait, skipped
+                    session.execute(update(JobRow).values(run_after=JobRow.created_at))
+                worker.run_until_idle()
+                state = client.get(f"/fhir/Task/{task_id}", headers=manager).json()
+                if state["status"] == "completed":
+                    break
+            with sessions() as session:
+                [message] = session.scalars(
+                    select(MessageRow).where(MessageRow.message_type.like("MDM%"))
+                ).all()
+                [delivery] = session.scalars(select(OpinionDeliveryRow)).all()
+                status, ack_code, control = message.status, message.ack_code, message.control_id
+    assert state["status"] == "completed"
+    assert peer.connections >= 5
+    assert peer.received == [control] * 3  # AE, the late ACK, AA: one message, resent
+    assert (status, ack_code) == ("delivered", "AA")
+    assert (delivery.report_id, delivery.status) == (draft_id, "delivered")
+
+
+LATE_ACK_SECONDS = 1.2
+
+
+def _signed_opinion(client: TestClient, settings: Settings) -> tuple[str, str, dict[str, str]]:
+    """The HL7 case accepted, assigned, drafted and signed; (task id, report id, manager)."""
+    manager = bearer(settings, subject="cm-1", roles=("case-manager",), scope="user/*.cruds")
+    [entry] = client.get("/fhir/Task", headers=manager).json()["entry"]
+    task = entry["resource"]
+    doctor = post(client, {"resourceType": "Practitioner", "name": [{"family": "Expert"}]})
+    specialist = bearer(
+        settings,
+        subject="dr-expert",
+        roles=("specialist",),
+        scope="user/*.cruds",
+        fhir_user=f"Practitioner/{doctor['id']}",
+    )
+    task.update(owner={"reference": f"Practitioner/{doctor['id']}"}, status="accepted")
+    task["businessStatus"]["coding"][0]["code"] = "assigned"
+    moved = client.put(f"/fhir/Task/{task['id']}", content=json.dumps(task), headers=manager)
+    assert moved.status_code == 200, moved.text
+    referral_id = task["focus"]["reference"].split("/")[1]
+    patient_id = task["for"]["reference"].split("/")[1]
+    draft = post(client, opinion(patient_id, referral_id), **specialist)
+    signed = client.post(f"/fhir/DiagnosticReport/{draft['id']}/$finalize", headers=specialist)
+    assert signed.status_code == 200, signed.text
+    return task["id"], draft["id"], manager
