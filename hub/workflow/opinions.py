@@ -25,11 +25,13 @@ from joserfc.jwk import RSAKey
 from sqlalchemy.orm import Session
 
 from hub import codes
-from hub.errors import IllegalTransition, InvalidRequest, NotFound
+from hub.errors import IllegalTransition, InvalidRequest, Issue, NotFound, UnprocessableResource
 from hub.fhir.dates import instant, utc_now
 from hub.fhir.interactions import FhirInteractions
 from hub.fhir.validation import validate_resource
 from hub.imaging.events import record_case_event
+from hub.opinions import ANSWER_URL, PLAN_ASSESSMENT_URL, OpinionContent
+from hub.profiles import validate_content
 from hub.security.keys import SIGNING_ALGORITHM
 from hub.security.principal import Principal
 from hub.storage.repository import ResourceRepository, StoredResource
@@ -197,7 +199,7 @@ class OpinionDesk:
         replaced = _supersede_documents(repository, report.reference)
         attachment, document = self.render(content, referral, case, replaced)
         content["presentedForm"] = [attachment]
-        validate_resource(content, expected_type="DiagnosticReport")
+        _check_signable(content, referral.content)
         stored, _ = repository.update(
             "DiagnosticReport", report.resource_id, content, if_match=report.version_id
         )
@@ -211,6 +213,38 @@ class OpinionDesk:
             self.fhir.session, case.resource_id, f"Opinion {action}: delivery to {where}."
         )
         return stored
+
+
+def _check_signable(report: JSON, referral: JSON) -> None:
+    """What a signed opinion must hold: a conclusion, the verdict on the current plan, an
+    answer to each question of the referral (its notes), and our profile's rules."""
+    content = OpinionContent.from_report(report)
+    issues = []
+    if not content.conclusion:
+        issues.append(
+            Issue("The opinion has no conclusion.", expression=("DiagnosticReport.conclusion",))
+        )
+    if content.plan_assessment is None:
+        issues.append(
+            Issue(
+                "The opinion does not say whether it agrees with, modifies or disagrees with "
+                f"the current plan (extension {PLAN_ASSESSMENT_URL}).",
+                expression=("DiagnosticReport.extension",),
+            )
+        )
+    for index, note in enumerate(referral.get("note") or []):
+        question = str(note.get("text") or "")
+        if question and content.answer_to(question) is None:
+            issues.append(
+                Issue(
+                    f"The referral's question {index + 1} has no answer ({ANSWER_URL}).",
+                    expression=("DiagnosticReport.extension",),
+                )
+            )
+    validate_resource(report, expected_type="DiagnosticReport")
+    issues += [i for i in validate_content(report, base="none") if i.severity in ("error", "fatal")]
+    if issues:
+        raise UnprocessableResource("The opinion cannot be signed yet.", issues=issues)
 
 
 def _referral_key(report: dict[str, Any]) -> tuple[str, str]:

@@ -22,6 +22,14 @@ from connectors.http import HttpRetry
 from hub.app import create_app
 from hub.jobs.worker import JobWorker
 from hub.messages.outbound import MllpDestination
+from hub.opinions import (
+    ANSWER_QUESTION,
+    ANSWER_TEXT,
+    ANSWER_URL,
+    CLINICAL_TRIAL_URL,
+    PLAN_ASSESSMENT_URL,
+    RECOMMENDATION_URL,
+)
 from hub.profiles import validate_content
 from hub.profiles.canonical import REPORT_TYPE_SYSTEM, SECOND_OPINION_REPORT_CODE
 from hub.records.write_back import OPINION_SYSTEM
@@ -43,12 +51,15 @@ from tests.integration.test_hl7_return_channel import (
 )
 from tests.mllp_peer import hl7_peer
 
+QUESTIONS = ("Is proton therapy an option?",)  # the REF^I12 NTE of test_hl7_return_channel
 SOURCE = "referrer-ehr"
 REFERRER = "ehr-1"
 MRN = {"system": "https://ehr.outside-childrens.example/mrn", "value": "MRN-4417"}
 
 
 def opinion(patient_id: str, referral_id: str, **extra: Any) -> dict[str, Any]:
+    """A complete draft: conclusion, verdict on the plan, recommendations, a trial, and an
+    answer to the question the test referrals ask (if any)."""
     return {
         "resourceType": "DiagnosticReport",
         "status": "preliminary",
@@ -59,6 +70,21 @@ def opinion(patient_id: str, referral_id: str, **extra: Any) -> dict[str, Any]:
         "subject": {"reference": f"Patient/{patient_id}"},
         "basedOn": [{"reference": f"ServiceRequest/{referral_id}"}],
         "conclusion": "Agree with the diagnosis; proton craniospinal irradiation is preferable.",
+        "extension": [
+            {"url": PLAN_ASSESSMENT_URL, "valueCode": "modify"},
+            {"url": RECOMMENDATION_URL, "valueString": "Proton craniospinal irradiation."},
+            {"url": CLINICAL_TRIAL_URL, "valueString": "NCT00000000 (synthetic trial)"},
+            *(
+                {
+                    "url": ANSWER_URL,
+                    "extension": [
+                        {"url": ANSWER_QUESTION, "valueString": question},
+                        {"url": ANSWER_TEXT, "valueString": "Yes: see the recommendations."},
+                    ],
+                }
+                for question in QUESTIONS
+            ),
+        ],
         **extra,
     }
 
@@ -391,3 +417,35 @@ def _signed_opinion(client: TestClient, settings: Settings) -> tuple[str, str, d
     signed = client.post(f"/fhir/DiagnosticReport/{draft['id']}/$finalize", headers=specialist)
     assert signed.status_code == 200, signed.text
     return task["id"], draft["id"], manager
+
+
+def test_an_opinion_is_signed_only_when_it_answers_every_question(fhir_case) -> None:
+    case, _ = fhir_case
+    question = {"text": "Would a second resection change the plan?"}
+    with case.client.app.state.hub.sessions.begin() as session:  # type: ignore[attr-defined]
+        referral = ResourceRepository(session).read("ServiceRequest", case.referral)
+        ResourceRepository(session).update(
+            "ServiceRequest", case.referral, {**referral.content, "note": [question]}
+        )
+    bare = opinion(case.patient, case.referral)
+    bare["extension"] = [e for e in bare["extension"] if e["url"] == RECOMMENDATION_URL]
+    draft = post(case.client, bare, **case.specialist)
+    refused = case.finalize(draft["id"])
+    assert refused.status_code == 422
+    problems = [i["diagnostics"] for i in refused.json()["issue"]]
+    assert any("agrees with, modifies or disagrees" in p for p in problems)
+    assert any("question 1 has no answer" in p for p in problems)
+    draft["extension"] = opinion(case.patient, case.referral)["extension"] + [
+        {
+            "url": ANSWER_URL,
+            "extension": [
+                {"url": ANSWER_QUESTION, "valueString": question["text"]},
+                {"url": ANSWER_TEXT, "valueString": "No."},
+            ],
+        }
+    ]
+    updated = case.client.put(
+        f"/fhir/DiagnosticReport/{draft['id']}", content=json.dumps(draft), headers=case.specialist
+    )
+    assert updated.status_code == 200, updated.text
+    assert case.finalize(draft["id"]).status_code == 200
