@@ -7,6 +7,8 @@ CANONICAL_BASE = "https://second-opinion-hub.example/fhir"
 # ServiceRequest.category that marks a referral for a second opinion.
 CASE_CATEGORY_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/case-category"
 SECOND_OPINION = "second-opinion"
+# ServiceRequest.category of the request to move care after an opinion.
+TRANSFER_OF_CARE = "transfer-of-care"
 
 # Task.code of the Task that carries a case through its workflow.
 CASE_TASK_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/case-task"

@@ -22,7 +22,11 @@ READ_ONLY = ["read", "vread", "history-instance", "history-type", "search-type"]
 OPERATIONS = {
     "ServiceRequest": [("record-bundle", "record-bundle")],
     "DiagnosticReport": [("finalize", "opinion-finalize"), ("amend", "opinion-amend")],
-    "Task": [("transition", "case-transition"), ("completeness", "completeness")],
+    "Task": [
+        ("transition", "case-transition"),
+        ("completeness", "completeness"),
+        ("transfer-care", "transfer-care"),
+    ],
 }
 _COMMON_PARAMS = [
     {"name": "_id", "type": "token"},

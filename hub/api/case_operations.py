@@ -16,12 +16,14 @@ from hub.api.deps import (
     read_body,
     unit_of_work,
 )
+from hub.api.desk import policy
 from hub.api.responses import FhirResponse, resource_response
 from hub.errors import InvalidRequest
 from hub.fhir.validation import validate_resource
 from hub.workflow.checklist import case_program, evaluate, load_checklist
 from hub.workflow.completeness import summary
 from hub.workflow.record_bundle import record_bundle
+from hub.workflow.transfer_of_care import request_transfer
 
 router = APIRouter(prefix="/fhir", tags=["Cases"], dependencies=[Depends(authenticate)])
 Base = Annotated[str, Depends(base_url)]
@@ -74,6 +76,24 @@ def transition(
             task_id, values["status"], values.get("businessStatus"), values.get("reason")
         )
     return resource_response(stored, base)
+
+
+@router.post("/Task/{task_id}/$transfer-care", openapi_extra=fhir_body_schema("Parameters"))
+def transfer_care(
+    request: Request,
+    caller: Caller,
+    task_id: str,
+    body: Annotated[Any, Depends(read_body)],
+    base: Base,
+) -> FhirResponse:
+    """After the opinion, the family moves care: a case manager asks the referring
+    organization to hand it over (Parameters: `reason`); the new ServiceRequest."""
+    validate_resource(body, expected_type="Parameters")
+    reason = _parameters(body).get("reason", "")
+    with unit_of_work(request, caller) as fhir:
+        policy(fhir).require_role("case-manager")
+        stored = request_transfer(fhir, task_id, reason)
+    return resource_response(stored, base, status=201)
 
 
 def _parameters(body: dict[str, Any]) -> dict[str, str]:

@@ -449,3 +449,40 @@ def test_an_opinion_is_signed_only_when_it_answers_every_question(fhir_case) -> 
     )
     assert updated.status_code == 200, updated.text
     assert case.finalize(draft["id"]).status_code == 200
+
+
+def test_after_the_opinion_the_family_moves_care(fhir_case) -> None:
+    case, _ = fhir_case
+    draft = case.draft()
+    too_early = case.client.post(
+        f"/fhir/Task/{case.task}/$transfer-care",
+        content=json.dumps(_reason("Closer to home")),
+        headers=case.manager,
+    )
+    assert too_early.status_code == 409
+    case.finalize(draft["id"])
+    case.run_jobs()
+    assert case.task_state() == ("completed", "opinion-delivered")
+    not_a_manager = case.client.post(
+        f"/fhir/Task/{case.task}/$transfer-care",
+        content=json.dumps(_reason("Closer to home")),
+        headers=case.specialist,
+    )
+    assert not_a_manager.status_code == 403
+    moved = case.client.post(
+        f"/fhir/Task/{case.task}/$transfer-care",
+        content=json.dumps(_reason("The family moves closer to the reviewing center")),
+        headers=case.manager,
+    )
+    assert moved.status_code == 201, moved.text
+    request = moved.json()
+    assert request["category"][0]["coding"][0]["code"] == "transfer-of-care"
+    assert request["basedOn"] == [{"reference": f"ServiceRequest/{case.referral}"}]
+    assert request["supportingInfo"] == [{"reference": f"DiagnosticReport/{draft['id']}"}]
+    referrer = bearer(case.settings, subject=REFERRER, roles=("referrer",), scope="system/*.cruds")
+    seen = case.client.get(f"/fhir/ServiceRequest/{request['id']}", headers=referrer)
+    assert seen.status_code == 200  # the referrer reads the request about its referral
+
+
+def _reason(text: str) -> dict[str, Any]:
+    return {"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": text}]}
