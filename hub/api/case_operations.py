@@ -88,11 +88,10 @@ def transfer_care(
 ) -> FhirResponse:
     """After the opinion, the family moves care: a case manager asks the referring
     organization to hand it over (Parameters: `reason`); the new ServiceRequest."""
-    validate_resource(body, expected_type="Parameters")
-    reason = _parameters(body).get("reason", "")
     with unit_of_work(request, caller) as fhir:
         policy(fhir).require_role("case-manager")
-        stored = request_transfer(fhir, task_id, reason)
+        validate_resource(body, expected_type="Parameters")
+        stored = request_transfer(fhir, task_id, _parameters(body).get("reason", ""))
     return resource_response(stored, base, status=201)
 
 
