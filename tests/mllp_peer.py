@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import queue
+import subprocess
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import hl7
@@ -97,3 +101,51 @@ async def acknowledge_all(peer: Hl7Peer, reader: Any, writer: Any, number: int) 
         message = await peer.read(reader)
         writer.writemessage(message.create_ack())
         await writer.drain()
+
+
+# -- the same peer in a process of its own -----------------------------------------------
+@contextmanager
+def mllp_peer_process(inbox: Path) -> Iterator[int]:
+    """python-hl7's MLLP server in another process (`python -m tests.mllp_peer INBOX`),
+    acknowledging (CA) every message and appending it to `inbox`, one JSON string a line;
+    yields its port."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.mllp_peer", str(inbox)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        assert process.stdout is not None
+        yield int(process.stdout.readline())
+    finally:
+        process.terminate()
+        process.wait(GUARD_SECONDS)
+
+
+def received(inbox: Path) -> list[str]:
+    """The messages a `mllp_peer_process` kept, as ER7 text."""
+    if not inbox.exists():
+        return []
+    return [json.loads(line) for line in inbox.read_text().splitlines() if line]
+
+
+async def _serve_into(inbox: Path) -> None:
+    async def keep(reader: Any, writer: Any) -> None:
+        try:
+            while True:
+                message = await reader.readmessage()
+                with inbox.open("a") as kept:
+                    kept.write(json.dumps(str(message)) + "\n")
+                writer.writemessage(message.create_ack(ack_code="CA"))
+                await writer.drain()
+        except asyncio.IncompleteReadError:
+            writer.close()
+
+    server = await hl7.mllp.start_hl7_server(keep, "127.0.0.1", 0, encoding="utf-8")
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await server.serve_forever()
+
+
+if __name__ == "__main__":
+    asyncio.run(_serve_into(Path(sys.argv[1])))
