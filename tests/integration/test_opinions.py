@@ -87,6 +87,17 @@ def opinion(patient_id: str, referral_id: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+def specialist_of(settings: Settings, practitioner_id: str) -> dict[str, str]:
+    """The headers of the specialist who is Practitioner/`practitioner_id`."""
+    return bearer(
+        settings,
+        subject="dr-expert",
+        roles=("specialist",),
+        scope="user/*.cruds",
+        fhir_user=f"Practitioner/{practitioner_id}",
+    )
+
+
 @dataclass
 class Case:
     client: TestClient
@@ -122,13 +133,7 @@ def open_case(client: TestClient, settings: Settings, **referral_extra: Any) -> 
         {"resourceType": "Practitioner", "name": [{"family": "Expert", "given": ["Ana"]}]},
         **manager,
     )
-    specialist = bearer(
-        settings,
-        subject="dr-expert",
-        roles=("specialist",),
-        scope="user/*.cruds",
-        fhir_user=f"Practitioner/{doctor['id']}",
-    )
+    specialist = specialist_of(settings, doctor["id"])
     referrer = bearer(settings, subject=REFERRER, roles=("referrer",), scope="system/*.cruds")
     child = post(client, patient(identifier=[MRN]), **referrer)
     request = post(client, referral(f"Patient/{child['id']}", **referral_extra), **referrer)
@@ -402,13 +407,7 @@ def _signed_opinion(client: TestClient, settings: Settings) -> tuple[str, str, d
     [entry] = client.get("/fhir/Task", headers=manager).json()["entry"]
     task = entry["resource"]
     doctor = post(client, {"resourceType": "Practitioner", "name": [{"family": "Expert"}]})
-    specialist = bearer(
-        settings,
-        subject="dr-expert",
-        roles=("specialist",),
-        scope="user/*.cruds",
-        fhir_user=f"Practitioner/{doctor['id']}",
-    )
+    specialist = specialist_of(settings, doctor["id"])
     task.update(owner={"reference": f"Practitioner/{doctor['id']}"}, status="accepted")
     task["businessStatus"]["coding"][0]["code"] = "assigned"
     moved = client.put(f"/fhir/Task/{task['id']}", content=json.dumps(task), headers=manager)

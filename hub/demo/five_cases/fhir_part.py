@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Final
 
-from hub.demo.five_cases.tables import CaseExtras, Marker
+from hub.demo.five_cases.tables import CaseExtras
 from hub.demo.outside.cancers import CancerProfile
 from hub.demo.outside.shapes import (
     JSON,
@@ -28,6 +28,7 @@ from hub.demo.outside.shapes import (
     quantity,
     ref,
 )
+from hub.demo.outside.visits import Analyte
 from hub.demo.outside_record import build_outside_record, minimum_resources
 from hub.demo.synthetic import build_referral, coding, concept
 
@@ -77,7 +78,7 @@ def _put(resource: JSON) -> JSON:
     return {"resource": resource, "request": {"method": "PUT", "url": url}}
 
 
-def _marker_value(marker: Marker, rng: random.Random) -> float:
+def _marker_value(marker: Analyte, rng: random.Random) -> float:
     raw = max(rng.gauss(marker.base, marker.spread), 10.0**-marker.decimals)
     return round(raw, marker.decimals) if marker.decimals else round(raw)
 
@@ -110,7 +111,7 @@ def outside_record(
     return record, LastDraw(report, results, marker)
 
 
-def _marker(marker: Marker, drawn_with: JSON, resource_id: str, rng: random.Random) -> JSON:
+def _marker(marker: Analyte, drawn_with: JSON, resource_id: str, rng: random.Random) -> JSON:
     """The tumour marker, drawn, resulted and written like the CBC result ``drawn_with``."""
     value = _marker_value(marker, rng)
     return {

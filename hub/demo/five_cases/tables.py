@@ -12,21 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-__all__ = ["CASE_EXTRAS", "CaseExtras", "Marker", "PacsStudy"]
+from hub.demo.outside.visits import Analyte
 
-
-@dataclass(frozen=True)
-class Marker:
-    """A tumour-marker lab test: LOINC, UCUM unit, reference range, typical value."""
-
-    loinc: str
-    display: str
-    unit: str
-    low: float
-    high: float
-    decimals: int
-    base: float
-    spread: float
+__all__ = ["CASE_EXTRAS", "CaseExtras", "PacsStudy"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +30,7 @@ class PacsStudy:
 class CaseExtras:
     """What one case adds to :func:`hub.demo.outside_record.build_outside_record`."""
 
-    marker: Marker
+    marker: Analyte
     resent_study: str
     """Label of the outside record's ImagingSpec that the PACS also pushes (CT, MR or PT)."""
     pacs_study: PacsStudy
@@ -52,19 +40,19 @@ class CaseExtras:
 
 
 # (LOINC, display, UCUM unit, pediatric reference range, decimals, typical value, spread)
-_AFP: Final = Marker(
+_AFP: Final = Analyte(
     "1834-1", "Alpha-1-Fetoprotein [Mass/volume] in Serum or Plasma", "ng/mL",
     0.0, 10.0, 1, 2.4, 0.8,
 )  # fmt: skip
-_LDH: Final = Marker(
+_LDH: Final = Analyte(
     "2532-0", "Lactate dehydrogenase [Enzymatic activity/volume] in Serum or Plasma", "U/L",
     120.0, 300.0, 0, 235.0, 40.0,
 )  # fmt: skip
-_FERRITIN: Final = Marker(
+_FERRITIN: Final = Analyte(
     "2276-4", "Ferritin [Mass/volume] in Serum or Plasma", "ng/mL",
     7.0, 140.0, 0, 88.0, 25.0,
 )  # fmt: skip
-_ESR: Final = Marker(
+_ESR: Final = Analyte(
     "4537-7", "Erythrocyte sedimentation rate by Westergren method", "mm/h",
     0.0, 20.0, 0, 11.0, 4.0,
 )  # fmt: skip

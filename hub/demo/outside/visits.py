@@ -28,7 +28,7 @@ from hub.demo.synthetic import V2_0074, coding, concept
 
 
 @dataclass(frozen=True)
-class _Analyte:
+class Analyte:
     """A lab analyte: LOINC, UCUM unit, pediatric reference range and how values vary.
 
     ``marrow`` is the fraction of ``base`` lost at the chemotherapy nadir (blood counts);
@@ -50,48 +50,48 @@ class _Analyte:
 class _Panel:
     loinc: str
     display: str
-    analytes: tuple[_Analyte, ...]
+    analytes: tuple[Analyte, ...]
 
 
 _PANELS: Final = {
     "cbc": _Panel("58410-2", "CBC panel - Blood by Automated count", (
-        _Analyte("6690-2", "Leukocytes [#/volume] in Blood by Automated count", "10*3/uL",
+        Analyte("6690-2", "Leukocytes [#/volume] in Blood by Automated count", "10*3/uL",
                  4.5, 13.5, 1, 7.0, marrow=0.75),
-        _Analyte("718-7", "Hemoglobin [Mass/volume] in Blood", "g/dL",
+        Analyte("718-7", "Hemoglobin [Mass/volume] in Blood", "g/dL",
                  11.5, 15.5, 1, 12.6, marrow=0.25),
-        _Analyte("4544-3", "Hematocrit [Volume Fraction] of Blood by Automated count", "%",
+        Analyte("4544-3", "Hematocrit [Volume Fraction] of Blood by Automated count", "%",
                  35.0, 45.0, 1, 37.5, marrow=0.25),
-        _Analyte("777-3", "Platelets [#/volume] in Blood by Automated count", "10*3/uL",
+        Analyte("777-3", "Platelets [#/volume] in Blood by Automated count", "10*3/uL",
                  150.0, 450.0, 0, 260.0, marrow=0.8),
-        _Analyte("751-8", "Neutrophils [#/volume] in Blood by Automated count", "10*3/uL",
+        Analyte("751-8", "Neutrophils [#/volume] in Blood by Automated count", "10*3/uL",
                  1.5, 8.0, 2, 3.4, marrow=0.93),
     )),
     "cmp": _Panel("24323-8", "Comprehensive metabolic 2000 panel - Serum or Plasma", (
-        _Analyte("2951-2", "Sodium [Moles/volume] in Serum or Plasma", "mmol/L",
+        Analyte("2951-2", "Sodium [Moles/volume] in Serum or Plasma", "mmol/L",
                  135.0, 145.0, 0, 139.0, 2.5),
-        _Analyte("2823-3", "Potassium [Moles/volume] in Serum or Plasma", "mmol/L",
+        Analyte("2823-3", "Potassium [Moles/volume] in Serum or Plasma", "mmol/L",
                  3.5, 5.1, 1, 4.1, 0.4),
-        _Analyte("2075-0", "Chloride [Moles/volume] in Serum or Plasma", "mmol/L",
+        Analyte("2075-0", "Chloride [Moles/volume] in Serum or Plasma", "mmol/L",
                  98.0, 107.0, 0, 103.0, 2.5),
-        _Analyte("2028-9", "Carbon dioxide, total [Moles/volume] in Serum or Plasma", "mmol/L",
+        Analyte("2028-9", "Carbon dioxide, total [Moles/volume] in Serum or Plasma", "mmol/L",
                  20.0, 28.0, 0, 24.0, 2.0),
-        _Analyte("3094-0", "Urea nitrogen [Mass/volume] in Serum or Plasma", "mg/dL",
+        Analyte("3094-0", "Urea nitrogen [Mass/volume] in Serum or Plasma", "mg/dL",
                  5.0, 18.0, 0, 11.0, 3.5),
-        _Analyte("2160-0", "Creatinine [Mass/volume] in Serum or Plasma", "mg/dL",
+        Analyte("2160-0", "Creatinine [Mass/volume] in Serum or Plasma", "mg/dL",
                  0.3, 0.9, 2, 0.55, 0.1),
-        _Analyte("2345-7", "Glucose [Mass/volume] in Serum or Plasma", "mg/dL",
+        Analyte("2345-7", "Glucose [Mass/volume] in Serum or Plasma", "mg/dL",
                  70.0, 99.0, 0, 90.0, 13.0),
-        _Analyte("17861-6", "Calcium [Mass/volume] in Serum or Plasma", "mg/dL",
+        Analyte("17861-6", "Calcium [Mass/volume] in Serum or Plasma", "mg/dL",
                  8.8, 10.8, 1, 9.6, 0.4),
-        _Analyte("1751-7", "Albumin [Mass/volume] in Serum or Plasma", "g/dL",
+        Analyte("1751-7", "Albumin [Mass/volume] in Serum or Plasma", "g/dL",
                  3.5, 5.0, 1, 4.0, 0.35),
-        _Analyte("1975-2", "Bilirubin.total [Mass/volume] in Serum or Plasma", "mg/dL",
+        Analyte("1975-2", "Bilirubin.total [Mass/volume] in Serum or Plasma", "mg/dL",
                  0.1, 1.2, 1, 0.5, 0.25),
-        _Analyte("1742-6", "Alanine aminotransferase [Enzymatic activity/volume] in Serum or "
+        Analyte("1742-6", "Alanine aminotransferase [Enzymatic activity/volume] in Serum or "
                  "Plasma", "U/L", 5.0, 45.0, 0, 30.0, 16.0),
-        _Analyte("1920-8", "Aspartate aminotransferase [Enzymatic activity/volume] in Serum or "
+        Analyte("1920-8", "Aspartate aminotransferase [Enzymatic activity/volume] in Serum or "
                  "Plasma", "U/L", 10.0, 40.0, 0, 30.0, 10.0),
-        _Analyte("6768-6", "Alkaline phosphatase [Enzymatic activity/volume] in Serum or "
+        Analyte("6768-6", "Alkaline phosphatase [Enzymatic activity/volume] in Serum or "
                  "Plasma", "U/L", 100.0, 390.0, 0, 220.0, 50.0),
     )),
 }  # fmt: skip
