@@ -146,6 +146,7 @@ class FhirInteractions:
         current = self.repository.find(resource_type, resource_id)
         if current is not None:
             self._require_visible(current)
+            self.cases.check_delete(current)
         deleted = self.repository.delete(resource_type, resource_id)
         if deleted is not None and current is not None:
             self._audit("delete", [current])

@@ -31,7 +31,12 @@ from hub.workflow.case_states import (
 )
 from hub.workflow.checklist import queue_records_check
 from hub.workflow.consent import consent_problem
-from hub.workflow.opinion_rules import check_opinion_write, is_opinion, referral_reference
+from hub.workflow.opinion_rules import (
+    DRAFT,
+    check_opinion_write,
+    is_opinion,
+    referral_reference,
+)
 from hub.workflow.routing import active_routing, least_loaded, route
 
 # Writes that are about a case, not records of its patient: they do not trigger a check.
@@ -109,6 +114,18 @@ class CaseWorkflow:
         )
         if problem:
             raise IllegalTransition(problem, expression="Task.status")
+
+    def check_delete(self, current: StoredResource) -> None:
+        """Refuse to delete a signed opinion: it changes only by an amendment."""
+        if (
+            current.resource_type == "DiagnosticReport"
+            and is_opinion(current.content)
+            and current.content.get("status") != DRAFT
+        ):
+            raise IllegalTransition(
+                "A signed opinion is never deleted: amend it ($amend), saying why.",
+                expression="DiagnosticReport.status",
+            )
 
     def after_write(self, stored: StoredResource, old: StoredResource | None) -> None:
         if stored.deleted:

@@ -244,6 +244,8 @@ def test_a_signed_opinion_goes_back_once_and_the_case_completes(fhir_case) -> No
         f"/fhir/DiagnosticReport/{draft['id']}", content=json.dumps(report), headers=case.specialist
     )
     assert put.status_code == 409 and "$amend" in put.text
+    deleted = case.client.delete(f"/fhir/DiagnosticReport/{draft['id']}", headers=case.manager)
+    assert deleted.status_code == 409 and "$amend" in deleted.text
     assert case.task_state() == ("in-progress", "opinion-drafted")  # not before confirmation
     case.run_jobs()
     case.run_jobs()
