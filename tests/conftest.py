@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -23,6 +23,7 @@ from hub.settings import Settings
 from hub.storage.db import make_engine
 from hub.storage.migrate import upgrade
 from hub.storage.tables import Base
+from tests.backends import BACKENDS
 from tests.fhir_client import token
 
 pytest_plugins = ["tests.orthanc_peer", "tests.fhir_server_peer"]
@@ -30,7 +31,6 @@ pytest_plugins = ["tests.orthanc_peer", "tests.fhir_server_peer"]
 POSTGRES_URL = os.environ.get(
     "HUB_TEST_POSTGRES_URL", "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/postgres"
 )
-BACKENDS = ["sqlite", "postgresql"]
 
 
 def _libpq(url: str) -> str:
@@ -47,6 +47,37 @@ def postgres_database() -> Iterator[str]:
     yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
     with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def new_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], str]]:
+    """Makes another migrated database of a backend ("sqlite" or "postgresql"), all its
+    own, and returns its URL: for module-scoped fixtures whose data must outlive the
+    per-test emptying of `database_url`'s. The PostgreSQL ones are dropped at the end."""
+    admin = _libpq(POSTGRES_URL)
+    created: list[str] = []
+
+    def make(backend: str) -> str:
+        if backend == "sqlite":
+            url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'hub.db'}"
+        else:
+            name = f"hub_test_{uuid.uuid4().hex[:12]}"
+            with psycopg.connect(admin, autocommit=True) as connection:
+                connection.execute(f'CREATE DATABASE "{name}"')
+            created.append(name)
+            url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+        engine = make_engine(url)
+        try:
+            upgrade(engine)
+        finally:
+            engine.dispose()
+        return url
+
+    yield make
+    if created:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            for name in created:
+                connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

@@ -53,7 +53,7 @@ from hub.security.clients import (
     check_public_jwks,
     is_client_id,
 )
-from hub.security.keys import SIGNING_ALGORITHM, signing_key
+from hub.security.keys import SIGNING_ALGORITHM, signing_key_set
 from hub.settings import Settings
 from hub.storage.tables import UsedAssertionRow
 
@@ -288,7 +288,7 @@ class HubTokenGenerator(JWTBearerTokenGenerator):  # type: ignore[misc]
 
     def get_jwks(self) -> KeySet:
         # A key set rather than the bare key, so that joserfc writes the kid header.
-        return KeySet.import_key_set({"keys": [signing_key(self.settings.signing_key_file)]})
+        return signing_key_set(self.settings.signing_key_file)
 
     def get_audiences(self, client: RegisteredClient, user: Any, scope: str) -> str:
         return self.settings.audience

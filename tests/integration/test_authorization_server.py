@@ -34,6 +34,7 @@ from hub.security.clients import ClientRegistry, RegisteredClient
 from hub.security.tokens import TokenAuthenticator
 from hub.settings import Settings
 from hub.storage.db import make_engine, make_session_factory
+from tests.backends import sqlite_only
 
 HUB = Path(sys.executable).parent / "hub"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -44,17 +45,20 @@ ClientKey = RSAKey | ECKey
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
-    """The suite's settings, with the hub's signing key in tmp_path rather than var/."""
+def settings(database_url: str, signing_key_file: Path) -> Settings:
+    """The suite's settings, with the session's signing key (in a temporary folder rather
+    than var/: made once, not a 2048-bit RSA key generated for every test)."""
     return Settings(
         database_url=database_url,
         max_request_bytes=256 * 1024,
-        signing_key_file=tmp_path / "hub-signing-key.json",
+        signing_key_file=signing_key_file,
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def rsa_key() -> RSAKey:
+    """The referring EHR's key pair: one for the session (keys are never changed; each
+    test's database starts empty, so no registration or used jti carries over)."""
     return RSAKey.generate_key(2048, auto_kid=True)
 
 
@@ -300,6 +304,7 @@ def test_hub_clients_list_and_disable(
     assert run_hub(settings, "clients", "disable", "no-such-client").returncode == 1
 
 
+@sqlite_only  # refused before anything is written: nothing of the database is tested
 def test_hub_clients_add_refuses_a_private_key_and_says_why(
     settings: Settings, tmp_path: Path, rsa_key: RSAKey
 ) -> None:
@@ -325,6 +330,7 @@ def test_hub_clients_add_refuses_a_private_key_and_says_why(
     assert "private key material" in result.stderr
 
 
+@sqlite_only  # `hub token issue` never opens the database
 def test_hub_token_issue_prints_a_persons_token(client: TestClient, settings: Settings) -> None:
     result = run_hub(
         settings,
@@ -420,12 +426,12 @@ def test_a_client_with_a_jwks_url_is_verified_against_the_published_keys(
 
 
 def test_a_token_endpoint_published_over_plain_http_refuses_to_issue(
-    database_url: str, tmp_path: Path, rsa_key: RSAKey
+    database_url: str, signing_key_file: Path, rsa_key: RSAKey
 ) -> None:
     exposed = Settings(
         database_url=database_url,
         public_url="http://hub.example.org",
-        signing_key_file=tmp_path / "hub-signing-key.json",
+        signing_key_file=signing_key_file,
     )
     register(
         exposed, "ehr", jwks=public_jwks(rsa_key), roles=["referrer"], scopes="system/Patient.rs"

@@ -1,10 +1,14 @@
-"""The FHIR REST API end to end: every test runs on SQLite and on PostgreSQL (`client`)."""
+"""The FHIR REST API end to end: every test runs on SQLite and on PostgreSQL (`client`, or
+`searched` for the searches that only read the same records)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,9 +16,12 @@ from fastapi.testclient import TestClient
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 
+from hub.app import create_app
 from hub.fhir.dates import date_range
 from hub.fhir.search_parameters import search_parameters
-from tests.fhir_client import assert_outcome, patient, post
+from hub.settings import Settings
+from tests.backends import BACKENDS
+from tests.fhir_client import assert_outcome, patient, post, token
 
 BASE = "http://testserver/fhir"
 MRN = "urn:oid:1.2.276.0.76.4.17"
@@ -367,6 +374,43 @@ def test_capability_statement_lists_every_type_and_its_search_parameters(client)
 
 @pytest.fixture
 def records(client) -> dict[str, str]:
+    """The searchable records (`store_records`) in the test's own emptied database."""
+    return store_records(client)
+
+
+@dataclass(frozen=True)
+class Searched:
+    """The API on a database holding `store_records`' records only, and their ids."""
+
+    client: TestClient
+    records: dict[str, str]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def searched(
+    request: pytest.FixtureRequest,
+    new_database: Callable[[str], str],
+    signing_key_file: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Searched]:
+    """`store_records` once per backend for the searches that only read them (a database
+    of their own, which the other tests' emptying does not touch), rather than once per
+    query: the same API, settings and caller as `client`."""
+    settings = Settings(
+        database_url=new_database(request.param),
+        dicom_store_dir=tmp_path_factory.mktemp("dicom"),
+        max_request_bytes=256 * 1024,
+        signing_key_file=signing_key_file,
+        public_url="http://testserver",
+        embedded_worker=False,
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as api:
+        api.headers["Content-Type"] = "application/fhir+json"
+        api.headers["Authorization"] = f"Bearer {token(settings)}"
+        yield Searched(api, store_records(api))
+
+
+def store_records(client: TestClient) -> dict[str, str]:
     """Three Patients and five Observations to search; key → server id.
 
     Observation dates as [low, high) in UTC: day = 2024-03-05T09:30:00 (one second),
@@ -530,18 +574,18 @@ PATIENT_SEARCHES = [
 
 
 @pytest.mark.parametrize(("query", "expected"), TOKEN_SEARCHES + REFERENCE_SEARCHES)
-def test_observation_token_and_reference_search(client, records, query, expected):
-    assert found(client, records, "Observation", query) == expected
+def test_observation_token_and_reference_search(searched, query, expected):
+    assert found(searched.client, searched.records, "Observation", query) == expected
 
 
 @pytest.mark.parametrize(("query", "expected"), DATE_SEARCHES)
-def test_observation_date_search(client, records, query, expected):
-    assert found(client, records, "Observation", query) == expected
+def test_observation_date_search(searched, query, expected):
+    assert found(searched.client, searched.records, "Observation", query) == expected
 
 
 @pytest.mark.parametrize(("query", "expected"), PATIENT_SEARCHES)
-def test_patient_string_and_identifier_search(client, records, query, expected):
-    assert found(client, records, "Patient", query) == expected
+def test_patient_string_and_identifier_search(searched, query, expected):
+    assert found(searched.client, searched.records, "Patient", query) == expected
 
 
 def test_last_updated_compares_with_the_times_of_the_writes(client):
@@ -611,7 +655,8 @@ def test_sort_by_last_updated_and_id(client):
     assert ids(search(client, "Observation", {"_sort": "-_id"})) == sorted(created)[::-1]
 
 
-def test_include_adds_each_referenced_patient_once(client, records):
+def test_include_adds_each_referenced_patient_once(searched):
+    client, records = searched.client, searched.records
     include = {"_include": "Observation:patient"}
 
     of_alice = search(client, "Observation", {"patient": records["alice"], **include})
@@ -630,7 +675,8 @@ def test_include_adds_each_referenced_patient_once(client, records):
     assert ids(typed, "include") == [records["bob"]]
 
 
-def test_search_by_post_gives_the_same_result_as_get(client, records):
+def test_search_by_post_gives_the_same_result_as_get(searched):
+    client = searched.client
     params = {"code": "8867-4", "status": "final,amended", "_count": "2"}
 
     by_get = search(client, "Observation", params)

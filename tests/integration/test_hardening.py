@@ -17,6 +17,7 @@ from hub.app import create_app
 from hub.demo.run import refer_synthetic_patient
 from hub.demo.synthetic import build_patient_records
 from hub.settings import Settings
+from tests.backends import sqlite_only
 from tests.fhir_client import bearer
 
 HUB = Path(sys.executable).with_name("hub")
@@ -114,6 +115,7 @@ def test_the_log_of_a_real_server_holds_no_patient_data(served):
     assert leaked == []
 
 
+@sqlite_only  # middleware: the answers never depend on the database
 def test_responses_carry_security_headers(anonymous):
     response = anonymous.get("/fhir/metadata")
     assert response.headers["x-content-type-options"] == "nosniff"
@@ -123,6 +125,7 @@ def test_responses_carry_security_headers(anonymous):
     assert anonymous.get("/fhir/Patient").headers["strict-transport-security"]
 
 
+@sqlite_only  # the limiter counts in memory, before any query
 def test_a_client_over_its_rate_is_told_to_wait(settings: Settings):
     limited = settings.model_copy(update={"rate_limit_per_minute": 3})
     with TestClient(create_app(limited), raise_server_exceptions=False) as client:

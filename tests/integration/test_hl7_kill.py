@@ -14,13 +14,16 @@ import time
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from connectors.hl7v2_mllp import MllpSender
+from hub.app import create_app
 from hub.messages.mapping_job import MESSAGE_ID_SYSTEM
 from hub.storage.db import make_engine
 from hub.storage.tables import MessageRow, ResourceRow
+from tests.backends import sqlite_only
 
 HUB = Path(sys.executable).with_name("hub")
 TOTAL = 1000
@@ -119,6 +122,15 @@ def wait_until_mapped(database_url: str, expected: int, timeout: float = 180) ->
         raise AssertionError(f"{mapped} of {expected} messages mapped")
     finally:
         engine.dispose()
+
+
+@sqlite_only
+def test_the_embedded_worker_leases_jobs_for_job_lease_seconds(settings):
+    """What lets the restarted hub below take over the jobs the killed one had claimed
+    after HUB_JOB_LEASE_SECONDS (3 s), not after the 120 s default."""
+    configured = settings.model_copy(update={"embedded_worker": True, "job_lease_seconds": 3.0})
+    with TestClient(create_app(configured)) as client:
+        assert client.app.state.worker.lease_seconds == 3.0
 
 
 def test_kill_9_while_streaming_loses_no_acked_message(database_url, tmp_path, signing_key_file):
