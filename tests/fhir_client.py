@@ -113,3 +113,13 @@ def token(
 def bearer(settings: Any, **claims: Any) -> dict[str, str]:
     """Authorization header for `token(settings, **claims)`."""
     return {"Authorization": f"Bearer {token(settings, **claims)}"}
+
+
+def path_jobs(settings: Any) -> dict[str, Any]:
+    """The runtime's job handlers less the records check (`check-records`) that a new case
+    and each arriving record queue: for tests that count the jobs of one path (mapping,
+    attaching) and are not about completeness."""
+    from hub.runtime import job_handlers
+    from hub.workflow.checklist import CHECK_RECORDS_JOB
+
+    return {kind: h for kind, h in job_handlers(settings).items() if kind != CHECK_RECORDS_JOB}

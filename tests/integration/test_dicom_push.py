@@ -21,10 +21,9 @@ from dicom.synthetic import make_patient, make_study, write_study
 from hub.app import create_app
 from hub.imaging.attach import HUB_ISSUER
 from hub.jobs.worker import JobWorker
-from hub.runtime import job_handlers
 from hub.storage.tables import DicomInstanceRow, DicomStudyRow, DicomTransferRow
 from tests.dicom_cases import open_case, upload
-from tests.fhir_client import bearer
+from tests.fhir_client import bearer, path_jobs
 
 HUB_AE = "SOH_HUB"
 
@@ -64,7 +63,7 @@ def run_jobs(app: Any, settings: Any) -> int:
         if still_open is None:
             break
         time.sleep(0.1)
-    return JobWorker(app.state.hub.sessions, job_handlers(settings)).run_until_idle()
+    return JobWorker(app.state.hub.sessions, path_jobs(settings)).run_until_idle()
 
 
 def test_a_pushed_study_is_reconciled_and_attached_to_the_case(hub, tmp_path):

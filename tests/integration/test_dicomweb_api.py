@@ -23,10 +23,9 @@ from sqlalchemy import select
 from dicom.synthetic import SyntheticPatient, make_patient, make_study, write_study
 from hub.imaging.attach import HUB_ISSUER
 from hub.jobs.worker import JobWorker
-from hub.runtime import job_handlers
 from hub.settings import Settings
 from hub.storage.tables import DicomStudyRow
-from tests.fhir_client import assert_outcome, bearer, post, referral
+from tests.fhir_client import assert_outcome, bearer, path_jobs, post, referral
 
 DICOM_PART = 'multipart/related; type="application/dicom"'
 
@@ -60,7 +59,7 @@ class Imaging:
 
     def run_jobs(self) -> int:
         sessions = self.client.app.state.hub.sessions
-        return JobWorker(sessions, job_handlers(self.settings)).run_until_idle()
+        return JobWorker(sessions, path_jobs(self.settings)).run_until_idle()
 
     def receive(self, files: list[Path], case_task_id: str | None) -> int:
         """One pull transfer for the case through the importer, closed; its id."""

@@ -15,8 +15,7 @@ from fastapi.testclient import TestClient
 from connectors.hl7v2_mllp import MllpListenerConfig, frame
 from hub.app import create_app
 from hub.jobs.worker import JobWorker
-from hub.runtime import job_handlers
-from tests.fhir_client import bearer
+from tests.fhir_client import bearer, path_jobs
 
 MLLP_SEND = Path(sys.executable).parent / "mllp_send"
 MRN = "MRN-77"
@@ -73,7 +72,7 @@ def hub(settings):
     )
     app = create_app(hub_settings)
     with TestClient(app, raise_server_exceptions=False) as client:
-        worker = JobWorker(app.state.hub.sessions, job_handlers(hub_settings))
+        worker = JobWorker(app.state.hub.sessions, path_jobs(hub_settings))
         yield client, app.state.listeners[0].bound_port, worker, hub_settings
 
 

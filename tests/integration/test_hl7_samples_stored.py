@@ -10,9 +10,9 @@ import pytest
 from connectors.base import Envelope
 from hub.jobs.worker import JobWorker
 from hub.messages.intake import Hl7Intake
-from hub.runtime import job_handlers
 from hub.storage.db import make_engine, make_session_factory
 from hub.storage.tables import MessageRow
+from tests.fhir_client import path_jobs
 from tests.hl7_samples import CASES
 
 
@@ -20,7 +20,7 @@ from tests.hl7_samples import CASES
 def pipeline(settings):
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
-    yield Hl7Intake(sessions), JobWorker(sessions, job_handlers(settings)), sessions
+    yield Hl7Intake(sessions), JobWorker(sessions, path_jobs(settings)), sessions
     engine.dispose()
 
 
