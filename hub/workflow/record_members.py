@@ -82,15 +82,17 @@ def case_record(
 ) -> CaseRecord:
     """The current resources of the case of `referral` that the caller may read."""
     record = CaseRecord({}, {})
-    for given in (referral, case):
-        if given is not None:
-            key = (given.resource_type, given.resource_id)
-            record.members[key] = given
-            record.references[key] = tuple(references_in(given.content))
+    for stored in (referral, case):
+        if stored is not None:
+            key = (stored.resource_type, stored.resource_id)
+            record.members[key] = stored
+            record.references[key] = tuple(references_in(stored.content))
     # What refers to the patient is visible to a case worker who sees the patient's case:
     # checking each row again in SQL would cost seconds on a large record.
     whole = fhir.access is None or fhir.access.sees_record_of(patient[1])
-    new = _load(fhir, record, {patient, *_pointing_at(fhir, patient)}, checked=not whole)
+    new = list(record.members) + _load(
+        fhir, record, {patient, *_pointing_at(fhir, patient)}, checked=not whole
+    )
     for _round in range(FOLLOW_ROUNDS):
         new = _load(fhir, record, _named_by(record, new))
     # A Provenance of records the caller sees tells nothing of what it does not see (its

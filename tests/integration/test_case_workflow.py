@@ -177,7 +177,16 @@ def test_a_referrer_task_for_an_earlier_referral_without_a_case_opens_one(client
 
 
 def test_the_record_bundle_holds_the_case_and_the_patients_records(client):
-    child, request, task = open_case(client)
+    referrer = post(client, {"resourceType": "Practitioner", "name": [{"family": "Referrer"}]})
+    child = post(client, patient())
+    request = post(
+        client,
+        referral(
+            f"Patient/{child['id']}", requester={"reference": f"Practitioner/{referrer['id']}"}
+        ),
+    )
+    tasks = client.get("/fhir/Task", params={"focus": f"ServiceRequest/{request['id']}"})
+    task = tasks.json()["entry"][0]["resource"]
     other = post(client, patient(family="Otherchild"))
     doctor = post(client, {"resourceType": "Practitioner", "name": [{"family": "Oncologist"}]})
     observation = post(
@@ -218,6 +227,7 @@ def test_the_record_bundle_holds_the_case_and_the_patients_records(client):
         ("Patient", child["id"]),
         ("Observation", observation["id"]),
         ("Practitioner", doctor["id"]),
+        ("Practitioner", referrer["id"]),  # named by the referral only
     } <= members
     assert ("Patient", other["id"]) not in members
     # The Provenance of the case Task's current version (the earlier one's is history).
