@@ -90,18 +90,26 @@ def status_update(session: Session, origin: MessageRow, task: StoredResource) ->
     patient = _content(repository, str((referral.get("subject") or {}).get("reference") or ""))
     requester = str((referral.get("requester") or {}).get("reference") or "")
     resources = {requester: _content(repository, requester)} if requester else {}
-    msh = parse_message(origin.raw).msh
     return referral_status_to_osu_o51(
         task.content,
         referral,
         patient,
-        sending=(msh.value(5), msh.value(6)),
-        receiving=(origin.sending_application or "", origin.sending_facility or ""),
-        control_id=new_control_id(),
-        now=datetime.now(UTC),
         resources={k: v for k, v in resources.items() if v},
-        processing_id=msh.value(11) or "P",
+        **reply_header(origin),
     )
+
+
+def reply_header(origin: MessageRow) -> dict[str, Any]:
+    """The MSH of a message sent back to the sender of `origin`: from whom it addressed, to
+    its sender, a new control id, now, its processing id (the builders' keywords)."""
+    msh = parse_message(origin.raw).msh
+    return {
+        "sending": (msh.value(5), msh.value(6)),
+        "receiving": (origin.sending_application or "", origin.sending_facility or ""),
+        "control_id": new_control_id(),
+        "now": datetime.now(UTC),
+        "processing_id": msh.value(11) or "P",
+    }
 
 
 def _source_identifiers(provenance: JSON) -> list[JSON]:

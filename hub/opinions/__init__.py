@@ -19,7 +19,7 @@ from hub.opinions.content import (
     PlanAssessment,
 )
 from hub.opinions.document import CONSULT_NOTE, OPINION_DOCUMENT_ID_SYSTEM, opinion_attachments
-from hub.opinions.pdf import HUB_NAME, render_opinion_pdf
+from hub.opinions.pdf import HUB_NAME, person_name, render_opinion_pdf
 
 __all__ = [
     "ANSWER_QUESTION",
@@ -37,5 +37,6 @@ __all__ = [
     "OpinionContent",
     "PlanAssessment",
     "opinion_attachments",
+    "person_name",
     "render_opinion_pdf",
 ]

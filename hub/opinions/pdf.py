@@ -87,7 +87,7 @@ def render_opinion_pdf(
     if status in _REVISED:
         letter.paragraphs(["This version amends an opinion signed earlier; it replaces it."])
     letter.heading("Patient")
-    letter.field("Name", _person_name(patient))
+    letter.field("Name", person_name(patient))
     letter.field("Birth date", _text(patient.get("birthDate")))
     letter.field("Sex", _text(patient.get("gender")))
     for label, value in _patient_identifiers(patient):
@@ -314,7 +314,8 @@ def _show_date(value: str | None) -> str | None:
         return value
 
 
-def _person_name(person: Mapping[str, Any]) -> str | None:
+def person_name(person: Mapping[str, Any]) -> str | None:
+    """How a Patient, Practitioner or RelatedPerson is named: official, then usual name."""
     names = _list(person.get("name"))
     names.sort(key=lambda n: {"official": 0, "usual": 1}.get(str(n.get("use")), 2))
     for name in names:

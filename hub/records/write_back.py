@@ -33,6 +33,7 @@ from hub.records.patient_match import find_patient
 from hub.storage.repository import ResourceRepository, StoredResource
 from hub.storage.tables import RecordPullRow
 from hub.workflow.cases import CaseWorkflow
+from hub.workflow.opinion_rules import referral_reference
 
 WRITE_BACK_JOB = "write-back-fhir"
 OPINION_SYSTEM = f"{codes.CANONICAL_BASE}/sid/opinion"
@@ -140,12 +141,10 @@ def read_opinion(session: Session, report_id: str, source: str) -> Opinion:
 
 
 def _referral(repository: ResourceRepository, report: StoredResource) -> StoredResource:
-    for based_on in report.content.get("basedOn") or []:
-        reference = str(based_on.get("reference", ""))
-        if reference.startswith("ServiceRequest/"):
-            found = repository.find("ServiceRequest", reference.split("/")[1])
-            if found is not None:
-                return found
+    target = referral_reference(report.content)
+    found = repository.find(*target) if target else None
+    if found is not None:
+        return found
     raise NotAnOpinion(
         f"DiagnosticReport/{report.resource_id} is based on no referral (basedOn ServiceRequest)"
     )

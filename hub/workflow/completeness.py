@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hub import codes
@@ -28,8 +28,8 @@ from hub.jobs.outbox import Job, mark_done
 from hub.jobs.worker import JobFailed
 from hub.records.fhir_pull import PULL_RECORDS_JOB, queue_record_pull
 from hub.storage.repository import ResourceRepository
-from hub.storage.search import SearchRunner
-from hub.storage.tables import JobRow, SearchIndexRow
+from hub.storage.search import Criterion, SearchQuery, SearchRunner
+from hub.storage.tables import JobRow
 from hub.workflow.case_states import RECEIVED_BUSINESS_STATUS
 from hub.workflow.cases import CaseWorkflow, business_status_of
 from hub.workflow.checklist import (
@@ -125,7 +125,9 @@ def _ask_referrer(
     ids = sorted(status.item.id for status in missing)
     key = hashlib.sha256(f"{task_id}|{','.join(ids)}".encode()).hexdigest()[:32]
     identifier = {"system": REQUEST_ID_SYSTEM, "value": key}
-    if repository.session.scalar(_identifier_exists(identifier)) is not None:
+    asked = Criterion("identifier", None, (f"{REQUEST_ID_SYSTEM}|{key}",))
+    query = SearchQuery("Communication", criteria=[asked], count=1)
+    if SearchRunner(repository.session).search(query, with_total=False).matches:
         return
     communication: dict[str, Any] = {
         "resourceType": "Communication",
@@ -145,15 +147,6 @@ def _ask_referrer(
     if referral.get("requester"):
         communication["recipient"] = [referral["requester"]]
     repository.create("Communication", communication)
-
-
-def _identifier_exists(identifier: dict[str, str]) -> Select[Any]:
-    return select(SearchIndexRow.res_id).where(
-        SearchIndexRow.res_type == "Communication",
-        SearchIndexRow.param == "identifier",
-        SearchIndexRow.system == identifier["system"],
-        SearchIndexRow.value == identifier["value"],
-    )
 
 
 def summary(status: Completeness) -> dict[str, Any]:

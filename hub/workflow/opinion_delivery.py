@@ -14,7 +14,6 @@ completed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,15 +21,13 @@ from sqlalchemy.orm import Session
 from connectors.fhir_rest.config import FhirSource
 from hub.fhir.dates import utc_now
 from hub.imaging.events import record_case_event
-from hub.messages.order_status import referral_origin
+from hub.messages.order_status import referral_origin, reply_header
 from hub.messages.outbound import MllpDestination, queue_outbound
 from hub.records.write_back import queue_write_back
 from hub.storage.repository import ResourceRepository, StoredResource
 from hub.storage.tables import MessageRow, OpinionDeliveryRow, ResourceRow
 from hub.workflow.cases import CaseWorkflow, business_status_of
-from mappings.hl7v2.ack import new_control_id
 from mappings.hl7v2.outbound import opinion_to_mdm_t02, opinion_to_oru_r01
-from mappings.hl7v2.tokenizer import parse_message
 
 
 class OpinionChannels:
@@ -43,11 +40,14 @@ class OpinionChannels:
         self.destinations = [d for d in destinations if d.opinions]
 
     def queue(
-        self, session: Session, report: StoredResource, referral: StoredResource
+        self,
+        session: Session,
+        report: StoredResource,
+        referral: StoredResource,
+        case: StoredResource,
     ) -> list[str]:
-        """Queue the deliveries of this signed version of `report`; what was queued."""
-        case = CaseWorkflow(ResourceRepository(session)).case_task_for(referral.resource_id)
-        assert case is not None  # the opinion was signed for this case
+        """Queue the deliveries of this signed version of `report` (the opinion of `case`,
+        for `referral`); what was queued."""
         queued = []
         origin = referral_origin(session, referral.resource_id)
         if origin is not None:
@@ -167,17 +167,12 @@ def _message(
             reference = str(who.get("reference", ""))
             if "/" in reference and (found := repository.find(*reference.split("/", 1))):
                 resources[reference] = found.content
-    msh = parse_message(origin.raw).msh
     build = opinion_to_oru_r01 if destination.opinion_message == "ORU^R01" else opinion_to_mdm_t02
     return build(
         report.content,
         patient.content,
         referral=referral.content,
         pdf=None,
-        sending=(msh.value(5), msh.value(6)),
-        receiving=(origin.sending_application or "", origin.sending_facility or ""),
-        control_id=new_control_id(),
-        now=datetime.now(UTC),
         resources=resources,
-        processing_id=msh.value(11) or "P",
+        **reply_header(origin),
     )

@@ -3,9 +3,7 @@ its referral and patient, as the report's presentedForm and a DocumentReference.
 
 from __future__ import annotations
 
-from typing import Any
-
-from hub.opinions import opinion_attachments, render_opinion_pdf
+from hub.opinions import opinion_attachments, person_name, render_opinion_pdf
 from hub.storage.repository import ResourceRepository, StoredResource
 from hub.workflow.checklist import case_program
 from hub.workflow.opinions import JSON, Renderer
@@ -38,14 +36,6 @@ def _specialist(repository: ResourceRepository, report: JSON, case: StoredResour
             return str(who["display"])
         reference = str(who.get("reference", ""))
         found = repository.find(*reference.split("/", 1)) if "/" in reference else None
-        if found is not None:
-            return _name(found.content)
-    return "The reviewing specialist"
-
-
-def _name(resource: dict[str, Any]) -> str:
-    for name in resource.get("name") or []:
-        if name.get("text"):
-            return str(name["text"])
-        return " ".join([*name.get("prefix", []), *name.get("given", []), name.get("family", "")])
+        if found is not None and (name := person_name(found.content)):
+            return name
     return "The reviewing specialist"

@@ -130,8 +130,9 @@ JSON = dict[str, Any]
 Renderer = Callable[[JSON, StoredResource, StoredResource, JSON | None], tuple[JSON, JSON]]
 """(report content as it will be stored, referral, case, a Reference to the document it
 replaces) → (presentedForm attachment, DocumentReference)."""
-Deliveries = Callable[[Session, StoredResource, StoredResource], list[str]]
-"""(session, the signed report, the referral) → what was queued, for the case's history."""
+Deliveries = Callable[[Session, StoredResource, StoredResource, StoredResource], list[str]]
+"""(session, the signed report, the referral, the case) → what was queued, for the case's
+history."""
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,7 @@ class OpinionDesk:
         )
         sign(repository, stored, self.fhir.principal, self.key, reason)
         repository.create("DocumentReference", document)
-        queued = self.deliver(self.fhir.session, stored, referral)
+        queued = self.deliver(self.fhir.session, stored, referral, case)
         self.fhir.audited_export("update", [stored])
         action = "amended" if reason else "signed"
         where = "; ".join(queued) or "no delivery channel is configured for its referrer"

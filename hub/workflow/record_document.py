@@ -15,6 +15,7 @@ from hub import codes
 from hub.fhir.dates import instant
 from hub.fhir.references import references_in
 from hub.storage.repository import StoredResource
+from hub.workflow.record_dedup import DATE_ELEMENTS as CLINICAL_DATES
 from hub.workflow.record_dedup import deduplicate
 from hub.workflow.record_sections import Section, record_sections, section_of
 
@@ -33,19 +34,8 @@ EMPTY_SECTION = {
     ],
     "text": "Nothing received yet",
 }
-DATE_ELEMENTS = (
-    "effectiveDateTime",
-    "effectivePeriod",
-    "onsetDateTime",
-    "performedDateTime",
-    "performedPeriod",
-    "authoredOn",
-    "started",
-    "issued",
-    "date",
-    "recordedDate",
-    "birthDate",
-)
+# What a record is dated by, for the order of a section and its readable lines.
+DATE_ELEMENTS = (*CLINICAL_DATES, "started", "birthDate")
 
 
 def record_document(
