@@ -26,6 +26,7 @@ from hub.security.rate_limit import RateLimiter
 from hub.security.tokens import TokenAuthenticator
 from hub.settings import Settings
 from hub.storage.db import make_engine, make_session_factory
+from hub.web.routes import install_pages
 from hub.workflow.routing import use_routing_file
 
 
@@ -61,4 +62,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dicomweb.router)
     app.include_router(imaging.router)
     app.include_router(records.router)
+    install_pages(app)
     return app

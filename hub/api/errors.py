@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
 from hub.api.responses import FhirResponse
 from hub.errors import HubError, Issue, operation_outcome
+from hub.web.errors import error_page, hub_error_page, is_page
 
 log = logging.getLogger("hub.api")
 
@@ -25,11 +26,16 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected_error)
 
 
-async def _hub_error(_request: Request, exc: HubError) -> FhirResponse:
+async def _hub_error(request: Request, exc: HubError) -> Response:
+    if is_page(request):
+        return hub_error_page(request, exc)
     return FhirResponse(exc.operation_outcome(), status_code=exc.status_code, headers=exc.headers)
 
 
-async def _http_error(request: Request, exc: HTTPException) -> FhirResponse:
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    if is_page(request):
+        message = "There is no such page." if exc.status_code == 404 else str(exc.detail)
+        return error_page(request, exc.status_code, message, [])
     if exc.status_code == 404:
         diagnostics = f"There is no endpoint at {request.url.path}."
     elif exc.status_code == 405:
@@ -44,7 +50,10 @@ async def _http_error(request: Request, exc: HTTPException) -> FhirResponse:
     )
 
 
-async def _validation_error(_request: Request, exc: RequestValidationError) -> FhirResponse:
+async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+    if is_page(request):
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e.get('msg')}" for e in exc.errors()]
+        return error_page(request, 400, "The request could not be used.", problems)
     issues = [
         Issue(str(error.get("msg")), expression=(".".join(str(p) for p in error["loc"]),))
         for error in exc.errors()
@@ -52,15 +61,21 @@ async def _validation_error(_request: Request, exc: RequestValidationError) -> F
     return FhirResponse(operation_outcome(issues), status_code=400)
 
 
-async def _storage_error(_request: Request, exc: SQLAlchemyError) -> FhirResponse:
+async def _storage_error(request: Request, exc: SQLAlchemyError) -> Response:
     # The statement may hold PHI: log only the error class.
     log.error("storage error: %s", type(exc).__name__)
+    if is_page(request):
+        message = "The hub's storage is not available right now; try again in a moment."
+        return error_page(request, 503, message, [])
     issue = Issue("The hub's storage is not available right now; retry later.", code="transient")
     return FhirResponse(operation_outcome([issue]), status_code=503, headers={"Retry-After": "5"})
 
 
-async def _unexpected_error(_request: Request, exc: Exception) -> FhirResponse:
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error: %s", type(exc).__name__)
+    if is_page(request):
+        message = "The hub failed to show this page; the failure was logged."
+        return error_page(request, 500, message, [])
     issue = Issue(
         "The hub failed to process the request; the failure was logged.",
         code="exception",

@@ -1,0 +1,37 @@
+"""The pages' routes under /ui, their static files, and the start page by role."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from hub.web import sign_in
+from hub.web.session import Person
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+# The first page of each role, in order of precedence for a person holding several.
+START_PAGES = (
+    ("specialist", "/ui/worklist"),
+    ("case-manager", "/ui/board"),
+    ("admin", "/ui/it/connectors"),
+)
+
+home = APIRouter(prefix="/ui", include_in_schema=False)
+
+
+@home.get("/")
+def start_page(person: Person) -> RedirectResponse:
+    for role, target in START_PAGES:
+        if person.has_role(role):
+            return RedirectResponse(target, status_code=303)
+    return RedirectResponse("/ui/no-pages", status_code=303)
+
+
+def install_pages(app: FastAPI) -> None:
+    app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
+    app.include_router(sign_in.router)
+    app.include_router(home)
