@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)
     """Web origins (e.g. https://viewer.hospital.example, an OHIF viewer) whose pages may
     call the API and the DICOMweb service from the browser. None by default."""
+    viewer_url: str | None = None
+    """A DICOMweb viewer's address for one study, `{study}` standing for its Study Instance
+    UID (e.g. https://ohif.hospital.example/viewer?StudyInstanceUIDs={study}); the case
+    page links each study to it. Without it the page gives the study's DICOMweb URL."""
     rate_limit_per_minute: int = Field(default=1200, gt=0)
     job_lease_seconds: float = Field(default=120.0, gt=0)
     """How long a claimed job is a worker's; after a crash it is retried when this runs out."""

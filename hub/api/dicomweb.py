@@ -125,7 +125,8 @@ def search_studies(request: Request, caller: Searcher) -> DicomJsonResponse:
     if len(found) > limit:
         warnings.append("There are additional results that can be requested.")
     return DicomJsonResponse(
-        [_study_attributes(s, base, _store(request)) for s in page], headers=_warning(warnings)
+        [_study_attributes(s, base, dicom_store_of(request)) for s in page],
+        headers=_warning(warnings),
     )
 
 
@@ -140,7 +141,7 @@ def search_series(request: Request, caller: Searcher, study: str) -> DicomJsonRe
         _require_json(request)
         query = _parse_query(request, _SERIES_KEYS)
         limit, offset, warnings = _paging(request, query)
-        _, imaging = _visible_study(fhir, study)
+        _, imaging = visible_study(fhir, study)
         series = _series_summaries(fhir.session, [study]).get(study, [])
         fhir.audited_export("search-type", [imaging])
     matching = [s for s in series if query.matches_series(s)]
@@ -166,8 +167,8 @@ def search_instances(
         _require_json(request)
         query = _parse_query(request, _INSTANCE_KEYS)
         limit, offset, warnings = _paging(request, query)
-        _, imaging = _visible_study(fhir, study)
-        rows = _instances(fhir.session, study, series)
+        _, imaging = visible_study(fhir, study)
+        rows = stored_instances(fhir.session, study, series)
         if not rows:
             raise NotFound("The series is not known.")
         fhir.audited_export("search-type", [imaging])
@@ -221,14 +222,14 @@ def _metadata(
 ) -> DicomJsonResponse:
     with unit_of_work(request, caller) as fhir:
         _require_json(request)
-        _, imaging = _visible_study(fhir, study)
-        rows = _instances(fhir.session, study, series, instance)
+        _, imaging = visible_study(fhir, study)
+        rows = stored_instances(fhir.session, study, series, instance)
         if not rows:
             raise NotFound("The series or instance is not known.")
         served = [(row.series_uid, row.sop_instance_uid, row.digest or "") for row in rows]
         fhir.audited_export("read", [imaging])
     base = hub_state(request).settings.dicomweb_url
-    store = _store(request)
+    store = dicom_store_of(request)
     models = []
     for series_uid, sop_uid, digest in served:
         ds, info = read_instance(store.path(digest))
@@ -298,15 +299,15 @@ def _frames(
     numbers: list[int] | None,
 ) -> StreamingResponse:
     with unit_of_work(request, caller) as fhir:
-        _, imaging = _visible_study(fhir, study)
-        rows = _instances(fhir.session, study, series, instance)
+        _, imaging = visible_study(fhir, study)
+        rows = stored_instances(fhir.session, study, series, instance)
         digest = rows[0].digest if rows else None
         if digest is None:
             raise NotFound("The series or instance is not known.")
         row = rows[0]
         info = info_from_json(row.info)
         wanted = numbers or list(range(1, (info.number_of_frames or 1) + 1))
-        path = _store(request).path(digest)
+        path = dicom_store_of(request).path(digest)
         try:
             first = next(read_frames(path, wanted[:1]))  # refuse a wrong frame before streaming
         except FrameNotFound as exc:
@@ -344,8 +345,8 @@ def _retrieve(
 ) -> StreamingResponse:
     with unit_of_work(request, caller) as fhir:
         syntaxes = _retrieve_syntaxes(request)
-        _, imaging = _visible_study(fhir, study)
-        rows = _instances(fhir.session, study, series, instance)
+        _, imaging = visible_study(fhir, study)
+        rows = stored_instances(fhir.session, study, series, instance)
         if not rows:
             raise NotFound("The series or instance is not known.")
         offered = {row.transfer_syntax_uid for row in rows}
@@ -366,7 +367,7 @@ def _retrieve(
         fhir.audited_export("read", [imaging])
     boundary = uuid.uuid4().hex
     return StreamingResponse(
-        _multipart(_store(request), parts, boundary),
+        _multipart(dicom_store_of(request), parts, boundary),
         media_type=f'multipart/related; type="application/dicom"; boundary={boundary}',
     )
 
@@ -391,7 +392,7 @@ def _multipart(store: ContentStore, parts: Sequence[_Part], boundary: str) -> It
 # -- which studies and instances ---------------------------------------------------------------
 
 
-def _visible_study(fhir: FhirInteractions, study_uid: str) -> tuple[DicomStudyRow, StoredResource]:
+def visible_study(fhir: FhirInteractions, study_uid: str) -> tuple[DicomStudyRow, StoredResource]:
     """The attached study and its ImagingStudy, if the caller may see them; else NotFound."""
     study = fhir.session.get(DicomStudyRow, study_uid) if _UID.fullmatch(study_uid) else None
     if study is None or study.status != "attached" or not study.imaging_study_id:
@@ -428,7 +429,7 @@ def _visible_studies(fhir: FhirInteractions, query: _Query) -> Select[Any]:
     return statement
 
 
-def _instances(
+def stored_instances(
     session: Session, study: str, series: str | None = None, instance: str | None = None
 ) -> list[DicomInstanceRow]:
     if any(uid is not None and not _UID.fullmatch(uid) for uid in (series, instance)):
@@ -444,7 +445,7 @@ def _instances(
     return list(session.scalars(statement.order_by(*order)))
 
 
-def _store(request: Request) -> ContentStore:
+def dicom_store_of(request: Request) -> ContentStore:
     importer = getattr(request.app.state, "dicom_importer", None)
     if importer is not None:
         store: ContentStore = importer.store

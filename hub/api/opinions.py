@@ -32,7 +32,7 @@ router = APIRouter(prefix="/fhir", tags=["Opinions"], dependencies=[Depends(auth
 Base = Annotated[str, Depends(base_url)]
 
 
-def _desk(fhir: FhirInteractions, settings: Settings) -> OpinionDesk:
+def opinion_desk(fhir: FhirInteractions, settings: Settings) -> OpinionDesk:
     return OpinionDesk(
         fhir,
         signing_key(settings.signing_key_file),
@@ -46,7 +46,7 @@ def finalize(request: Request, caller: Caller, report_id: str, base: Base) -> Fh
     """Sign the draft opinion as final (the case's specialist only): its PDF rendered, a
     signed Provenance, and its delivery to the referrer queued."""
     with unit_of_work(request, caller) as fhir:
-        stored = _desk(fhir, hub_state(request).settings).finalize(report_id)
+        stored = opinion_desk(fhir, hub_state(request).settings).finalize(report_id)
     wake_worker(request)
     return resource_response(stored, base)
 
@@ -77,6 +77,6 @@ def amend(
         )
     validate_resource(content, expected_type="DiagnosticReport", where="Parameters.parameter")
     with unit_of_work(request, caller) as fhir:
-        stored = _desk(fhir, hub_state(request).settings).amend(report_id, content, reason)
+        stored = opinion_desk(fhir, hub_state(request).settings).amend(report_id, content, reason)
     wake_worker(request)
     return resource_response(stored, base)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI
-from fastapi.responses import RedirectResponse
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from hub.web import sign_in
+from hub.web import sign_in, specialist, thumbnails
 from hub.web.session import Person
+from hub.web.templating import render
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -31,7 +32,14 @@ def start_page(person: Person) -> RedirectResponse:
     return RedirectResponse("/ui/no-pages", status_code=303)
 
 
+@home.get("/no-pages")
+def no_pages(request: Request, _person: Person) -> Response:
+    return render(request, "no_pages.html")
+
+
 def install_pages(app: FastAPI) -> None:
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
     app.include_router(sign_in.router)
     app.include_router(home)
+    app.include_router(specialist.router)
+    app.include_router(thumbnails.router)

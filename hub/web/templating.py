@@ -63,7 +63,7 @@ def render(
         navigation=navigation(principal),
         csrf=csrf_token(request) if principal else "",
         path=request.url.path,
-        **(context or {}),
+        **{"notice": None, **(context or {})},
     )
     return HTMLResponse(
         page, status_code=status_code, headers={"Content-Security-Policy": PAGE_SECURITY_POLICY}

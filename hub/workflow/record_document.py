@@ -83,7 +83,7 @@ def record_document(
         ref: section_of(resource, ref in in_case) for ref, resource in records.items()
     }
     report_section = _report_sections(records, section_by_ref)
-    for ref in sorted(records, key=lambda r: (_when(records[r]), r)):
+    for ref in sorted(records, key=lambda r: (record_when(records[r]), r)):
         section = report_section.get(ref) or section_by_ref[ref]
         (placed[section] if section else unplaced).append(ref)
 
@@ -235,14 +235,14 @@ def _section(section: Section, placed: dict[str, list[str]], records: dict[str, 
 def _narrative(title: str, refs: list[str], records: dict[str, JSON]) -> str:
     if not refs:
         return f'<div xmlns="http://www.w3.org/1999/xhtml"><p>{html.escape(title)}: none.</p></div>'
-    items = "".join(f"<li>{html.escape(_line(records[ref]))}</li>" for ref in refs)
+    items = "".join(f"<li>{html.escape(record_line(records[ref]))}</li>" for ref in refs)
     return f'<div xmlns="http://www.w3.org/1999/xhtml"><ul>{items}</ul></div>'
 
 
-def _line(resource: JSON) -> str:
+def record_line(resource: JSON) -> str:
     """`2026-03-02 Hemoglobin: 9.1 g/dL (final)` — what a reader scans a section for."""
-    parts = [_when(resource)[:10], resource["resourceType"]]
-    label = _label(resource)
+    parts = [record_when(resource)[:10], resource["resourceType"]]
+    label = record_label(resource)
     if label:
         parts[-1] = label
     quantity = resource.get("valueQuantity")
@@ -255,7 +255,7 @@ def _line(resource: JSON) -> str:
     return " ".join(p for p in parts if p).strip()
 
 
-def _label(resource: JSON) -> str:
+def record_label(resource: JSON) -> str:
     for element in ("code", "type", "medicationCodeableConcept", "category"):
         concept = resource.get(element)
         if isinstance(concept, list):
@@ -277,7 +277,7 @@ def _label(resource: JSON) -> str:
     return ""
 
 
-def _when(resource: JSON) -> str:
+def record_when(resource: JSON) -> str:
     for element in DATE_ELEMENTS:
         value = resource.get(element)
         if isinstance(value, dict):
