@@ -10,20 +10,18 @@ from starlette.concurrency import run_in_threadpool
 
 from hub.api.deps import Caller, authenticate, hub_state, wake_worker
 from hub.errors import Forbidden, InvalidRequest, NotFound
-from hub.fhir.dates import date_range, instant
+from hub.fhir.dates import instant
 from hub.jobs.outbox import dead_letters, replay
 from hub.messages.batch import process_batch
 from hub.messages.log import (
     MessageQuery,
-    detail,
-    get_message,
+    audited_detail,
+    moment_bound,
     replay_message,
     search_messages,
     summary,
 )
-from hub.security.audit import audit_event, write_audit_event
 from hub.security.principal import Principal
-from hub.storage.repository import ResourceRepository
 from mappings.hl7v2.batch import BatchError
 
 
@@ -60,8 +58,8 @@ def list_messages(
         status=status,
         direction=direction,
         batch_id=batch_id,
-        since=_moment(since, "since", 0),
-        until=_moment(until, "until", 1),
+        since=moment_bound(since, "since", 0),
+        until=moment_bound(until, "until", 1),
         count=count,
         offset=offset,
     )
@@ -74,12 +72,7 @@ def list_messages(
 def show_message(request: Request, admin: Admin, message_id: int) -> JSONResponse:
     """One message: raw text, the ACK sent, the conversion report, what it produced."""
     with hub_state(request).sessions.begin() as session:
-        shown = detail(get_message(session, message_id))
-        patients = [p for p in shown["produced"] if p.startswith("Patient/")]
-        event = audit_event(
-            admin, "read", [], what=patients, description=f"message log entry {message_id}"
-        )
-        write_audit_event(ResourceRepository(session, author=admin.subject), event)
+        shown = audited_detail(session, admin, message_id)
     return JSONResponse(shown)
 
 
@@ -119,15 +112,6 @@ def _job(row: Any) -> dict[str, Any]:
         "lastError": row.last_error,
         "updatedAt": instant(row.updated_at),
     }
-
-
-def _moment(raw: str | None, name: str, bound: int) -> Any:
-    if raw is None:
-        return None
-    try:
-        return date_range(raw)[bound]
-    except ValueError as exc:
-        raise InvalidRequest(f"{name}={raw} is not a date or instant.", expression=name) from exc
 
 
 @router.post("/hl7/batch")

@@ -10,10 +10,13 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from hub.errors import Conflict, NotFound
-from hub.fhir.dates import instant
+from hub.errors import Conflict, InvalidRequest, NotFound
+from hub.fhir.dates import date_range, instant
 from hub.jobs.outbox import enqueue
 from hub.messages.intake import MAP_JOB
+from hub.security.audit import audit_event, write_audit_event
+from hub.security.principal import Principal
+from hub.storage.repository import ResourceRepository
 from hub.storage.tables import MessageRow
 
 
@@ -30,6 +33,17 @@ class MessageQuery:
     batch_id: str | None = None
     count: int = 50
     offset: int = 0
+
+
+def moment_bound(raw: str | None, name: str, bound: int) -> datetime | None:
+    """The start (`bound` 0) or end (1) of the date or instant `raw` of the filter `name`
+    (None when absent); InvalidRequest if it is neither."""
+    if raw is None:
+        return None
+    try:
+        return date_range(raw)[bound]
+    except ValueError as exc:
+        raise InvalidRequest(f"{name}={raw} is not a date or instant.", expression=name) from exc
 
 
 def search_messages(session: Session, query: MessageQuery) -> tuple[list[MessageRow], int]:
@@ -109,6 +123,18 @@ def detail(row: MessageRow) -> dict[str, Any]:
         "report": json.loads(row.report) if row.report else None,
         "produced": json.loads(row.produced) if row.produced else [],
     }
+
+
+def audited_detail(session: Session, reader: Principal, message_id: int) -> dict[str, Any]:
+    """`detail` of one message, recorded in the audit trail as read by `reader` (a message
+    holds patient data), in the caller's transaction."""
+    shown = detail(get_message(session, message_id))
+    patients = [p for p in shown["produced"] if p.startswith("Patient/")]
+    event = audit_event(
+        reader, "read", [], what=patients, description=f"message log entry {message_id}"
+    )
+    write_audit_event(ResourceRepository(session, author=reader.subject), event)
+    return shown
 
 
 def _text(raw: bytes) -> str:

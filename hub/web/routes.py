@@ -8,7 +8,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from hub.web import sign_in, specialist, thumbnails
+from hub.web import board, it_messages, it_pages, sign_in, specialist, thumbnails
 from hub.web.session import Person
 from hub.web.templating import render
 
@@ -41,5 +41,8 @@ def install_pages(app: FastAPI) -> None:
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
     app.include_router(sign_in.router)
     app.include_router(home)
+    app.include_router(board.router)
+    app.include_router(it_pages.router)
+    app.include_router(it_messages.router)
     app.include_router(specialist.router)
     app.include_router(thumbnails.router)

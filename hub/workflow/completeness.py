@@ -129,24 +129,33 @@ def _ask_referrer(
     query = SearchQuery("Communication", criteria=[asked], count=1)
     if SearchRunner(repository.session).search(query, with_total=False).matches:
         return
+    lines = ["To review this case our specialists still need:"]
+    communication = referrer_communication(
+        task_id, referral, [*lines, *(status.item.title for status in missing)]
+    )
+    communication["identifier"] = [identifier]
+    repository.create("Communication", communication)
+
+
+def referrer_communication(
+    task_id: str, referral: dict[str, Any], lines: list[str]
+) -> dict[str, Any]:
+    """A Communication to the referrer of `referral` (its requester) about case `task_id`,
+    one payload entry per line of `lines`: what the hub (and a case manager) sends them."""
     communication: dict[str, Any] = {
         "resourceType": "Communication",
-        "identifier": [identifier],
         "status": "completed",
         "category": [{"coding": [{"system": CATEGORY_SYSTEM, "code": "notification"}]}],
         "basedOn": [{"reference": f"Task/{task_id}"}],
         "about": [{"reference": f"ServiceRequest/{referral['id']}"}],
         "sent": instant(utc_now()),
-        "payload": [
-            {"contentString": "To review this case our specialists still need:"},
-            *({"contentString": status.item.title} for status in missing),
-        ],
+        "payload": [{"contentString": line} for line in lines],
     }
     if referral.get("subject"):
         communication["subject"] = referral["subject"]
     if referral.get("requester"):
         communication["recipient"] = [referral["requester"]]
-    repository.create("Communication", communication)
+    return communication
 
 
 def summary(status: Completeness) -> dict[str, Any]:
