@@ -1,4 +1,5 @@
-"""The `hub` command: serve, migrate, check configuration, run the demo, manage clients."""
+"""The `hub` command: serve, migrate, check configuration, run the demo, manage clients
+and the people who sign in."""
 
 from __future__ import annotations
 
@@ -7,17 +8,20 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import uvicorn
+from sqlalchemy.orm import Session
 
 from hub.cli_messages import dead_letters_app, messages_app, worker
 from hub.config_check import check_config_file
 from hub.errors import HubError, InvalidRequest
 from hub.security.authorization_server import issue_token
 from hub.security.clients import ClientRegistry, RegisteredClient, check_grants
+from hub.security.users import DEFAULT_SCOPES, UserDirectory, generate_password
 from hub.settings import Settings
 from hub.storage.db import make_engine, make_session_factory
 from hub.storage.migrate import upgrade
@@ -159,19 +163,27 @@ ReferrerKindOption = Annotated[
 
 
 @contextmanager
-def _client_registry() -> Iterator[ClientRegistry]:
-    """The registry on the configured database (migrated first); committed on success."""
+def _database() -> Iterator[Session]:
+    """A session on the configured database (migrated first); committed on success, and a
+    refusal (HubError) printed with exit status 1."""
     engine = make_engine(Settings().database_url)
     try:
         upgrade(engine)
         with make_session_factory(engine)() as session:
-            yield ClientRegistry(session)
+            yield session
             session.commit()
     except HubError as exc:
         typer.echo(f"Refused: {exc.diagnostics}", err=True)
         raise typer.Exit(1) from exc
     finally:
         engine.dispose()
+
+
+@contextmanager
+def _client_registry() -> Iterator[ClientRegistry]:
+    """The registry on the configured database (migrated first); committed on success."""
+    with _database() as session:
+        yield ClientRegistry(session)
 
 
 @clients_app.command("add")
@@ -241,7 +253,7 @@ def token_issue(
 ) -> None:
     """Print an access token for a person (a specialist, a case manager), signed by the hub.
 
-    An operator's tool for people's tokens until the web sign-in exists.
+    An operator's tool for scripts and tests; people sign in at /ui/login (`hub users add`).
 
     Whoever can run it can mint any token: it reads the hub's private key.
 
@@ -285,6 +297,123 @@ def _read_jwks(path: Path) -> dict[str, Any]:
         typer.echo(f'{path} is not a JWKS: expected {{"keys": [...]}}.', err=True)
         raise typer.Exit(1)
     return document
+
+
+# --- People who sign in to the pages (authorization code grant at /auth/authorize). ---
+
+users_app = typer.Typer(
+    help="People who sign in to the pages: specialists, case managers, hospital IT admins.",
+    no_args_is_help=True,
+)
+app.add_typer(users_app, name="users")
+
+_DEFAULTS = "; ".join(f"{role}: {' '.join(scopes)}" for role, scopes in DEFAULT_SCOPES.items())
+UsernameArgument = Annotated[str, typer.Argument(help="The name they sign in with (any case).")]
+PasswordStdinOption = Annotated[
+    bool,
+    typer.Option(
+        "--password-stdin",
+        help="Read the password from standard input (one line) rather than generate one.",
+    ),
+]
+
+
+@users_app.command("add")
+def users_add(
+    username: UsernameArgument,
+    name: Annotated[str, typer.Option("--name", help="Their full name, as pages show it.")],
+    role: Annotated[list[str], typer.Option("--role", help="specialist, case-manager or admin.")],
+    fhir_user: FhirUserOption = None,
+    program: ProgramOption = None,
+    scope: Annotated[
+        str | None,
+        typer.Option("--scope", help=f"SMART scopes instead of the roles' ({_DEFAULTS})."),
+    ] = None,
+    password_stdin: PasswordStdinOption = False,
+) -> None:
+    """Add a person who signs in with a user name and a password.
+
+    A specialist needs --fhir-user Practitioner/<id> (their cases are those assigned to it);
+    a case manager needs at least one --program.
+
+    Without --password-stdin a strong password is generated and printed once.
+    """
+    password = _read_password() if password_stdin else generate_password()
+    with _database() as session:
+        person = UserDirectory(session).add(
+            username,
+            display_name=name,
+            roles=role,
+            password=password,
+            scopes=scope,
+            fhir_user=fhir_user,
+            programs=program or (),
+        )
+    typer.echo(
+        f"Added {person.username} (user id {person.user_id}): roles "
+        f"{' '.join(sorted(person.roles))}; scopes {person.scopes}"
+    )
+    if not password_stdin:
+        typer.echo(f"Password (shown once, not stored): {password}")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """Every person: user name, user id, status, roles, scopes, fhirUser, programs, name."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with _database() as session:
+        for row in UserDirectory(session).list():
+            locked = row.locked_until is not None and row.locked_until > now
+            status = "disabled" if row.disabled else ("locked" if locked else "enabled")
+            fields = (row.username, row.user_id, status, row.roles, row.scopes)
+            extra = (row.fhir_user or "-", row.programs or "-", row.display_name)
+            typer.echo("\t".join((*fields, *extra)))
+
+
+@users_app.command("disable")
+def users_disable(username: UsernameArgument) -> None:
+    """Refuse a person's sign-ins from now on (a token already issued runs out by itself)."""
+    with _database() as session:
+        found = UserDirectory(session).disable(username)
+    if not found:
+        typer.echo(f"There is no user {username}.", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"Disabled {username.strip().lower()}.")
+
+
+@users_app.command("enable")
+def users_enable(username: UsernameArgument) -> None:
+    """Allow a disabled person to sign in again."""
+    with _database() as session:
+        found = UserDirectory(session).disable(username, disabled=False)
+    if not found:
+        typer.echo(f"There is no user {username}.", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"Enabled {username.strip().lower()}.")
+
+
+@users_app.command("set-password")
+def users_set_password(
+    username: UsernameArgument, password_stdin: PasswordStdinOption = False
+) -> None:
+    """Give a person a new password (and lift a lock after wrong passwords).
+
+    Without --password-stdin a strong password is generated and printed once.
+    """
+    password = _read_password() if password_stdin else generate_password()
+    with _database() as session:
+        found = UserDirectory(session).set_password(username, password)
+    if not found:
+        typer.echo(f"There is no user {username}.", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"New password set for {username.strip().lower()}.")
+    if not password_stdin:
+        typer.echo(f"Password (shown once, not stored): {password}")
+
+
+def _read_password() -> str:
+    """One line of standard input without its line end (a password may hold spaces)."""
+    return sys.stdin.readline().rstrip("\r\n")
 
 
 @app.command("validate")

@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     """Private JWK the built-in authorization server signs tokens with; made if absent."""
     trusted_issuers: list[TrustedIssuer] = Field(default_factory=list)
     token_lifetime_seconds: int = Field(default=300, ge=60, le=3600)
+    user_token_lifetime_seconds: int = Field(default=3600, ge=300, le=43200)
+    """How long a person's token from the sign-in lasts: the length of a session on the
+    pages (no refresh tokens; signing in again gives a new one)."""
     clock_skew_seconds: int = Field(default=60, ge=0, le=300)
     cors_origins: list[str] = Field(default_factory=list)
     """Web origins (e.g. https://viewer.hospital.example, an OHIF viewer) whose pages may

@@ -7,6 +7,7 @@ bash scripts/setup.sh
 bash scripts/ensure_postgres.sh
 bash scripts/ensure_dicom_peers.sh
 bash scripts/ensure_fhir_peer.sh
+bash scripts/ensure_browser.sh
 .venv/bin/ruff check hub connectors mappings dicom tests benchmarks
 .venv/bin/ruff format --check --quiet hub connectors mappings dicom tests benchmarks
 .venv/bin/mypy

@@ -1,4 +1,5 @@
-"""The built-in authorization server's HTTP face: token endpoint, JWKS, SMART discovery."""
+"""The built-in authorization server's HTTP face: token endpoint, JWKS, SMART discovery;
+the sign-in page (authorization endpoint) is in hub.api.sign_in_form."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from hub.api import sign_in_form
 from hub.api.deps import hub_state, read_form
 from hub.errors import HubError
 from hub.security.authorization_server import oauth_error_response, safe_description, token_response
 from hub.security.clients import ASSERTION_ALGORITHMS, AUTH_METHOD, GRANT_TYPE
+from hub.security.code_grant import CHALLENGE_METHOD, CODE_GRANT_TYPE
 from hub.security.keys import public_jwks
 from hub.settings import Settings
 
 router = APIRouter(tags=["Authorization"])
+router.include_router(sign_in_form.router)
 
 SCOPES_SUPPORTED = (
     "system/*.cruds",
@@ -29,7 +33,8 @@ SCOPES_SUPPORTED = (
 
 @router.post("/auth/token")
 async def token(request: Request) -> Response:
-    """SMART Backend Services token request: client_credentials with a signed JWT assertion."""
+    """Token request: client_credentials with a signed JWT assertion (SMART Backend
+    Services), or authorization_code with its PKCE code_verifier (the pages' sign-in)."""
     state = hub_state(request)
     # Token requests are limited per address: the client is not known before its assertion.
     state.rate_limiter.take(f"token-endpoint:{request.client.host if request.client else '-'}")
@@ -60,11 +65,20 @@ def smart_configuration(request: Request) -> JSONResponse:
 def smart_configuration_document(settings: Settings) -> dict[str, Any]:
     return {
         "issuer": settings.issuer,
+        "authorization_endpoint": f"{settings.issuer}/authorize",
         "token_endpoint": settings.token_url,
         "jwks_uri": f"{settings.issuer}/jwks",
-        "grant_types_supported": [GRANT_TYPE],
-        "token_endpoint_auth_methods_supported": [AUTH_METHOD],
+        "grant_types_supported": [GRANT_TYPE, CODE_GRANT_TYPE],
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": [CHALLENGE_METHOD],
+        # "none": the pages' public client hub-web, bound by PKCE instead of a secret.
+        "token_endpoint_auth_methods_supported": [AUTH_METHOD, "none"],
         "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
         "scopes_supported": list(SCOPES_SUPPORTED),
-        "capabilities": ["client-confidential-asymmetric", "permission-v2"],
+        "capabilities": [
+            "client-confidential-asymmetric",
+            "client-public",
+            "permission-v2",
+            "permission-user",
+        ],
     }

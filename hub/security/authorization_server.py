@@ -1,4 +1,5 @@
-"""The built-in authorization server: SMART Backend Services on authlib.
+"""The built-in authorization server on authlib: SMART Backend Services for systems, the
+authorization code grant with PKCE for people.
 
 A registered system client (`hub clients add`) asks POST /auth/token for an access token
 with grant_type=client_credentials, authenticating with a JWT it signed with its private
@@ -7,8 +8,14 @@ minutes ahead, a jti never used before). The hub answers with an RFC 9068 JWT ac
 signed with its own key, carrying the client's roles, narrowed scopes, fhirUser, programs
 and referrer kind; the resource server (hub.security.tokens) checks exactly those.
 
+A person (`hub users add`) signs in at /auth/authorize through the pages' public client
+`hub-web` (hub.security.code_grant, hub.security.authorize); the code is exchanged at the
+same token endpoint for the same kind of token, its `sub` the person's user id and its
+claims the person's, lasting user_token_lifetime_seconds.
+
 Tokens are not stored: they are self-contained and short-lived. What is stored is the jti
-of every accepted client assertion, so that a replayed assertion is refused.
+of every accepted client assertion, so that a replayed assertion is refused, and a hash of
+each authorization code until it is spent.
 """
 
 from __future__ import annotations
@@ -53,7 +60,17 @@ from hub.security.clients import (
     check_public_jwks,
     is_client_id,
 )
+from hub.security.code_grant import (
+    CODE_GRANT_TYPE,
+    WEB_CLIENT_ID,
+    AuthorizeRequest,
+    HubAuthorizationCodeGrant,
+    S256CodeChallenge,
+    WebClient,
+    web_client_for,
+)
 from hub.security.keys import SIGNING_ALGORITHM, signing_key_set
+from hub.security.users import Person
 from hub.settings import Settings
 from hub.storage.tables import UsedAssertionRow
 
@@ -87,7 +104,7 @@ def issue_token(
 
     `scope` is narrowed to the client's registered scopes (InvalidRequest if nothing is
     left). With `subject`, the token's `sub` is that person rather than the client: the
-    operator's tool for people's tokens (`hub token issue`) until the web sign-in exists.
+    operator's tool for a person's token without a sign-in (`hub token issue`).
     """
     granted = client.get_allowed_scope(scope)
     if granted is None:
@@ -131,21 +148,34 @@ class TokenRequest(OAuth2Request):  # type: ignore[misc]
 
 
 class HubAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
-    """authlib's AuthorizationServer for one token request, on one database session."""
+    """authlib's AuthorizationServer for one request, on one database session.
 
-    def __init__(self, settings: Settings, session: Session) -> None:
+    `base_url` is the origin an authorize request reached: the pages' client hub-web
+    accepts only that origin's /ui/callback as its redirect URI.
+    """
+
+    def __init__(self, settings: Settings, session: Session, *, base_url: str | None = None):
         super().__init__()
         self.settings = settings
+        self.session = session
         self.registry = ClientRegistry(session)
+        self.web_client = web_client_for(base_url) if base_url is not None else WebClient()
         self.register_client_auth_method(AUTH_METHOD, PrivateKeyJWTAssertion(settings, session))
         self.register_grant(HubClientCredentialsGrant)
+        self.register_grant(HubAuthorizationCodeGrant, [S256CodeChallenge(required=True)])
         self.register_token_generator("default", HubTokenGenerator(settings))
 
-    def query_client(self, client_id: Any) -> RegisteredClient | None:
+    def query_client(self, client_id: Any) -> RegisteredClient | WebClient | None:
+        if client_id == WEB_CLIENT_ID:
+            return self.web_client
         # Read from an unverified assertion: look up only what could be a registered id.
         if not isinstance(client_id, str) or not is_client_id(client_id):
             return None
         return self.registry.get(client_id)
+
+    def authorization_request(self, method: str, pairs: list[tuple[str, str]]) -> AuthorizeRequest:
+        """The authorize request of these parameters (InsecureTransportError over http)."""
+        return AuthorizeRequest(f"{self.settings.issuer}/authorize", method, pairs)
 
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
         """Nothing to save: the JWT access token is self-contained."""
@@ -153,7 +183,11 @@ class HubAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
         """No signals."""
 
-    def create_oauth2_request(self, request: list[tuple[str, str]]) -> TokenRequest:
+    def create_oauth2_request(
+        self, request: list[tuple[str, str]] | AuthorizeRequest
+    ) -> TokenRequest | AuthorizeRequest:
+        if isinstance(request, AuthorizeRequest):
+            return request  # made by authorization_request, handed back by get_consent_grant
         form: dict[str, str] = {}
         for name, value in request:
             if name in form:
@@ -173,7 +207,9 @@ class HubAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             grant.validate_token_request()
             response: Response = self.handle_response(*grant.create_token_response())
         except UnsupportedGrantTypeError as error:
-            error.description = "Only grant_type=client_credentials is supported."
+            error.description = (
+                "Only grant_type=client_credentials and authorization_code are supported."
+            )
             return oauth_error_response(error)
         except OAuth2Error as error:
             return oauth_error_response(error)
@@ -214,7 +250,9 @@ class PrivateKeyJWTAssertion(JWTBearerClientAssertion):  # type: ignore[misc]
     def get_audiences(self) -> list[str]:
         return [self.settings.token_url]
 
-    def resolve_client_public_key(self, client: RegisteredClient) -> KeySet:
+    def resolve_client_public_key(self, client: RegisteredClient | WebClient) -> KeySet:
+        if not isinstance(client, RegisteredClient):
+            raise InvalidClientError(description="This client does not sign assertions.")
         if client.jwks is not None:
             return KeySet.import_key_set(client.jwks)  # type: ignore[arg-type]
         return _fetch_jwks(str(client.jwks_url))
@@ -280,30 +318,40 @@ class HubTokenGenerator(JWTBearerTokenGenerator):  # type: ignore[misc]
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(
-            issuer=settings.issuer,
-            alg=SIGNING_ALGORITHM,
-            expires_generator=settings.token_lifetime_seconds,
+            issuer=settings.issuer, alg=SIGNING_ALGORITHM, expires_generator=self.lifetime
         )
         self.settings = settings
+
+    def lifetime(self, client: Any, grant_type: str) -> int:
+        """A person's token lasts a working session; a system's, minutes."""
+        if grant_type == CODE_GRANT_TYPE:
+            return self.settings.user_token_lifetime_seconds
+        return self.settings.token_lifetime_seconds
 
     def get_jwks(self) -> KeySet:
         # A key set rather than the bare key, so that joserfc writes the kid header.
         return signing_key_set(self.settings.signing_key_file)
 
-    def get_audiences(self, client: RegisteredClient, user: Any, scope: str) -> str:
+    def get_audiences(self, client: Any, user: Any, scope: str) -> str:
         return self.settings.audience
 
     def get_extra_claims(
-        self, client: RegisteredClient, grant_type: str, user: Any, scope: str
+        self, client: RegisteredClient | WebClient, grant_type: str, user: Any, scope: str
     ) -> dict[str, Any]:
+        # A person signed in: their own claims, whichever client they came through.
+        holder = user if isinstance(user, Person) else client
+        if not isinstance(holder, (Person, RegisteredClient)):
+            raise InvalidClientError(description="This client is issued tokens for people only.")
         claims: dict[str, Any] = {
-            "roles": sorted(client.roles),
-            "programs": sorted(client.programs),
+            "roles": sorted(holder.roles),
+            "programs": sorted(holder.programs),
         }
-        if client.fhir_user is not None:
-            claims["fhirUser"] = client.fhir_user
-        if client.referrer_kind is not None:
-            claims["referrer_kind"] = client.referrer_kind
+        if holder.fhir_user is not None:
+            claims["fhirUser"] = holder.fhir_user
+        if isinstance(holder, RegisteredClient) and holder.referrer_kind is not None:
+            claims["referrer_kind"] = holder.referrer_kind
+        if isinstance(holder, Person):
+            claims["name"] = holder.display_name  # what the pages call the signed-in person
         return claims
 
 

@@ -172,6 +172,11 @@ class ClientRegistry:
         return True
 
 
+WEB_CLIENT_ID = "hub-web"
+"""The hub's own web pages: a public client built into the authorization server
+(hub.security.code_grant), never a registered one."""
+
+
 def is_client_id(text: str) -> bool:
     """Is `text` shaped like a client id (1 to 128 letters, digits and . _ : ~ -)?"""
     return _CLIENT_ID.fullmatch(text) is not None
@@ -243,6 +248,8 @@ def check_grants(
 def _check_identity(client_id: str, name: str) -> None:
     if not is_client_id(client_id):
         raise InvalidRequest("A client id is 1 to 128 letters, digits and . _ : ~ - (no spaces).")
+    if client_id == WEB_CLIENT_ID:
+        raise InvalidRequest(f"'{WEB_CLIENT_ID}' is the hub's own web pages' client id.")
     if not name.strip() or len(name) > 255:
         raise InvalidRequest("A client needs a name of at most 255 characters.")
 

@@ -29,6 +29,8 @@ class Principal:
     """`clinician` for a referring EHR, `family` for a family's own request."""
     address: str | None = None
     """The network address the request came from (for the audit trail)."""
+    name: str | None = None
+    """A signed-in person's full name (the token's `name`), as the pages show it."""
 
     def allows(self, resource_type: str, interaction: str) -> bool:
         """Does any granted scope allow `interaction` (c r u d s) on `resource_type`?"""

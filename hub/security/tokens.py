@@ -134,6 +134,7 @@ def _principal(claims: JWTAccessTokenClaims, address: str | None) -> Principal:
         patient=claims.get("patient"),
         referrer_kind=claims.get("referrer_kind"),
         address=address,
+        name=claims.get("name"),
     )
 
 

@@ -294,3 +294,52 @@ class OpinionDeliveryRow(Base):
     """queued, delivered."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
     confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False), nullable=True)
+
+
+class UserRow(Base):
+    """A person who signs in to the pages (`hub users add`): a specialist, a case manager,
+    a hospital IT admin. Only a hash of the password is kept."""
+
+    __tablename__ = "hub_user"
+    __table_args__ = (UniqueConstraint("username", name="uq_hub_user_username"),)
+
+    user_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    """Short, random, never reused: the `sub` of the person's tokens and the audit trail's
+    who."""
+    username: Mapped[str] = mapped_column(String(128))
+    """Stored lower-case: names are matched case-insensitively."""
+    display_name: Mapped[str] = mapped_column(String(255))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    """Argon2id, in its PHC string form (parameters and salt included)."""
+    roles: Mapped[str] = mapped_column(Text)
+    """Space-separated roles: admin, case-manager, specialist."""
+    scopes: Mapped[str] = mapped_column(Text)
+    """Space-separated SMART scopes the person's tokens may carry (at most)."""
+    fhir_user: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    """Practitioner/123 for a specialist: the cases assigned to that Practitioner."""
+    programs: Mapped[str] = mapped_column(Text, default="")
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    """Wrong passwords in a row since the last sign-in or lock."""
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=False), nullable=True)
+
+
+class AuthorizationCodeRow(Base):
+    """An authorization code issued at sign-in (RFC 6749 §4.1.2), kept for its one
+    exchange at the token endpoint. Only a hash of the code is kept, so that a read of the
+    table gives nothing to exchange."""
+
+    __tablename__ = "hub_authorization_code"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """SHA-256 of the code, hex."""
+    client_id: Mapped[str] = mapped_column(String(128))
+    redirect_uri: Mapped[str] = mapped_column(String(1024))
+    user_id: Mapped[str] = mapped_column(String(32))
+    scope: Mapped[str] = mapped_column(Text)
+    """The scopes granted: the requested ones narrowed to the person's."""
+    code_challenge: Mapped[str] = mapped_column(String(128))
+    code_challenge_method: Mapped[str] = mapped_column(String(8))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=False), index=True)
+    used: Mapped[bool] = mapped_column(Boolean, default=False)

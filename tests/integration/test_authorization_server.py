@@ -615,8 +615,8 @@ def test_smart_configuration(client: TestClient, settings: Settings, path: str) 
     assert document["issuer"] == settings.issuer
     assert document["token_endpoint"] == settings.token_url
     assert document["jwks_uri"] == f"{settings.issuer}/jwks"
-    assert document["grant_types_supported"] == ["client_credentials"]
-    assert document["token_endpoint_auth_methods_supported"] == ["private_key_jwt"]
+    assert document["grant_types_supported"] == ["client_credentials", "authorization_code"]
+    assert document["token_endpoint_auth_methods_supported"] == ["private_key_jwt", "none"]
     assert document["token_endpoint_auth_signing_alg_values_supported"] == ["RS384", "ES384"]
     assert "system/*.cruds" in document["scopes_supported"]
     assert set(document["capabilities"]) >= {"client-confidential-asymmetric", "permission-v2"}
@@ -677,6 +677,21 @@ def test_the_registry_refuses_a_bad_registration(
     with make_session_factory(engine)() as session:
         assert ClientRegistry(session).list() == []
     engine.dispose()
+
+
+def test_the_registry_refuses_the_id_of_the_hubs_own_pages(
+    settings: Settings, rsa_key: RSAKey
+) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        register(
+            settings,
+            "hub-web",
+            jwks=public_jwks(rsa_key),
+            roles=["referrer"],
+            scopes="system/Patient.rs",
+        )
+
+    assert "web pages' client id" in refused.value.diagnostics
 
 
 def test_the_registry_refuses_a_second_client_with_the_same_id(
