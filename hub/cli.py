@@ -22,7 +22,7 @@ from hub.errors import HubError, InvalidRequest
 from hub.security.authorization_server import issue_token
 from hub.security.clients import ClientRegistry, RegisteredClient, check_grants
 from hub.security.users import DEFAULT_SCOPES, UserDirectory, generate_password
-from hub.settings import Settings
+from hub.settings import REPO_ROOT, Settings
 from hub.storage.db import make_engine, make_session_factory
 from hub.storage.migrate import upgrade
 
@@ -99,10 +99,20 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the synthetic patient.")] = 7,
 ) -> None:
     """Start the hub, load a synthetic patient, refer it as an outside EHR would."""
+    from hub.demo.people import DEMO_PEOPLE, ensure_people, routing_with_pools, specialists_pools
     from hub.demo.run import BackgroundServer, refer_synthetic_patient
 
     settings = Settings()
-    upgrade(make_engine(settings.database_url))
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    with make_session_factory(engine).begin() as session:
+        people = ensure_people(session, DEMO_PEOPLE)
+    engine.dispose()
+    # The demo's specialist works every program, so routing gives the case to them.
+    routing = routing_with_pools(
+        specialists_pools(DEMO_PEOPLE, people), REPO_ROOT / "var" / "demo-routing.yaml"
+    )
+    settings = settings.model_copy(update={"routing_file": routing})
     server = BackgroundServer(settings)
     server.start()
     try:
@@ -111,6 +121,12 @@ def demo(
         typer.echo(f"State: {case.status} ({case.business_status})")
         typer.echo(f"Record bundle: {case.record_bundle_url}")
         typer.echo("  " + ", ".join(f"{n} {t}" for t, n in case.record_bundle_counts.items()))
+        typer.echo(f"\nThe web pages: {server.url}/ui/ — sign in as (passwords new each run):")
+        for person in people:
+            typer.echo(
+                f"  {person.role:<13} {person.username:<18} {person.password}  "
+                f"({person.display_name})"
+            )
         if exit_after:
             return
         token = (

@@ -131,9 +131,9 @@ def case_view(record: CaseRecord, task: StoredResource, referral: StoredResource
         (
             TimelineEntry(
                 when=record_when(stored.content)[:10],
-                what=record_line(stored.content),
+                what=_undated(record_line(stored.content)),
                 section=titles.get(section_of(stored.content) or "", "Other records"),
-                source=sources.get(stored.reference, "Entered at the hub"),
+                source=sources.get(stored.reference, "Sent through the hub's FHIR API"),
                 reference=stored.reference,
             )
             for stored in clinical
@@ -162,6 +162,12 @@ def case_view(record: CaseRecord, task: StoredResource, referral: StoredResource
         studies=tuple(_studies(members.values())),
         opinion=_latest_opinion(members.values(), referral.resource_id),
     )
+
+
+def _undated(line: str) -> str:
+    """A record's line without the date it starts with (the timeline has a date column)."""
+    first, _, rest = line.partition(" ")
+    return rest if rest and first[:4].isdigit() else line
 
 
 def _sources(resources: Iterable[StoredResource]) -> dict[str, str]:

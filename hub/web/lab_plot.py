@@ -41,6 +41,7 @@ def lab_plot(
     description = "; ".join(f"{p.day}: {p.value:g}" for p in points)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" '
+        f'width="{WIDTH}" height="{HEIGHT}" '
         f'role="img" aria-labelledby="{plot_id}-title {plot_id}-desc">',
         f'<title id="{plot_id}-title">{escape(title)} over time</title>',
         f'<desc id="{plot_id}-desc">{escape(description)}</desc>',
@@ -67,9 +68,12 @@ def lab_plot(
             f'<text x="{LEFT - 6}" y="{y(value) + 4:.1f}" text-anchor="end" font-size="12" '
             f'fill="{AXIS}">{value:g}</text>'
         )
-    for point in (points[0], points[-1]) if len(points) > 1 else (points[0],):
+    ends = (
+        ((points[0], "start"), (points[-1], "end")) if len(points) > 1 else ((points[0], "start"),)
+    )
+    for point, anchor in ends:
         parts.append(
-            f'<text x="{x(point.when):.1f}" y="{HEIGHT - BOTTOM + 18}" text-anchor="middle" '
+            f'<text x="{x(point.when):.1f}" y="{HEIGHT - BOTTOM + 18}" text-anchor="{anchor}" '
             f'font-size="12" fill="{AXIS}">{point.day}</text>'
         )
     path = " ".join(f"{x(p.when):.1f},{y(p.value):.1f}" for p in points)

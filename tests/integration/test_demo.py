@@ -1,5 +1,6 @@
 """The README's main job, run as a person would: `hub demo` on a fresh SQLite file."""
 
+import json
 import os
 import re
 import socket
@@ -11,9 +12,11 @@ import httpx
 from fhir.resources.R4B.bundle import Bundle
 
 from hub.demo.run import BackgroundServer, refer_synthetic_patient
+from hub.security.users import UserDirectory
 from hub.settings import Settings
-from hub.storage.db import make_engine
+from hub.storage.db import make_engine, make_session_factory
 from hub.storage.migrate import upgrade
+from hub.storage.tables import ResourceRow
 from tests.fhir_client import bearer
 
 HUB = Path(sys.executable).with_name("hub")
@@ -53,6 +56,24 @@ def test_hub_demo_opens_a_received_case_on_fresh_sqlite(tmp_path):
     first_case = re.search(r"Case opened: (Task/\S+)", first)
     second_case = re.search(r"Case opened: (Task/\S+)", again)
     assert first_case and second_case and first_case.group(1) == second_case.group(1)
+
+    # The people who sign in to the pages: the case went to the demo's specialist, and each
+    # run prints fresh passwords for the same people.
+    signed_in = re.findall(r"^\s+(\S+)\s+(demo-\S+)\s+(\S{20,})\s+\(", first, re.MULTILINE)
+    assert [(role, name) for role, name, _ in signed_in] == [
+        ("specialist", "demo-specialist"),
+        ("case-manager", "demo-case-manager"),
+        ("admin", "demo-it"),
+    ]
+    again_signed = re.findall(r"^\s+\S+\s+demo-\S+\s+(\S{20,})\s+\(", again, re.MULTILINE)
+    assert len(again_signed) == 3 and set(again_signed).isdisjoint(p for *_, p in signed_in)
+    engine = make_engine(env["HUB_DATABASE_URL"])
+    with make_session_factory(engine)() as session:
+        specialist = UserDirectory(session).find("demo-specialist")
+        task = session.get(ResourceRow, ("Task", first_case.group(1).removeprefix("Task/")))
+        assert specialist is not None and task is not None
+        assert json.loads(task.content)["owner"]["reference"] == specialist.fhir_user
+    engine.dispose()
 
 
 def test_demo_record_bundle_is_a_valid_r4_bundle(database_url, signing_key_file):
