@@ -30,6 +30,7 @@ from hub.messages.outbound import DELIVER_JOB, MllpDeliveries, deliver_hl7_job
 from hub.messages.return_channel import ReturnChannel
 from hub.records.fhir_pull import PULL_RECORDS_JOB, pull_records_job
 from hub.records.validation import start_worker as start_validation_worker
+from hub.records.validation import stop_worker as stop_validation_worker
 from hub.records.write_back import WRITE_BACK_JOB, write_back_job
 from hub.settings import Settings
 from hub.workflow.checklist import CHECK_RECORDS_JOB
@@ -128,6 +129,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(intake.close)
         if worker:
             worker.stop()
+        stop_validation_worker()
 
 
 def _storage_scp(settings: Settings, importer: DicomImporter) -> StorageScp | None:

@@ -120,6 +120,11 @@ def worker_pids() -> list[int]:
         return sorted(processes)
 
 
+def stop_worker() -> None:
+    """End the worker process (at shutdown: it would outlive the hub)."""
+    _forget_pool()
+
+
 def _forget_pool() -> None:
     global _pool
     with _pool_lock:

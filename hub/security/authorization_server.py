@@ -55,6 +55,7 @@ from hub.security.clients import (
     ASSERTION_ALGORITHMS,
     AUTH_METHOD,
     GRANT_TYPE,
+    WEB_CLIENT_ID,
     ClientRegistry,
     RegisteredClient,
     check_public_jwks,
@@ -62,7 +63,6 @@ from hub.security.clients import (
 )
 from hub.security.code_grant import (
     CODE_GRANT_TYPE,
-    WEB_CLIENT_ID,
     AuthorizeRequest,
     HubAuthorizationCodeGrant,
     S256CodeChallenge,

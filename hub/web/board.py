@@ -13,7 +13,7 @@ from hub.api.deps import hub_state, read_form, unit_of_work
 from hub.errors import InvalidRequest, NotFound
 from hub.fhir.dates import utc_now
 from hub.security.principal import Principal
-from hub.web.board_actions import message_referrer, reassign_case
+from hub.web.board_actions import accept_case, message_referrer, reassign_case
 from hub.web.board_cases import (
     GROUP_LABELS,
     OPEN,
@@ -31,6 +31,7 @@ TaskId = Annotated[str, Path(pattern=r"^[A-Za-z0-9\-.]{1,64}$")]
 NOTICES = {
     "reassigned": "The case was reassigned; the new specialist sees it now.",
     "messaged": "Your message was sent to the referrer.",
+    "accepted": "The case is accepted: its specialist can now write the opinion.",
 }
 STATES = {value for value, _ in STATE_CHOICES}
 
@@ -96,6 +97,13 @@ async def reassign(request: Request, person: Person, task_id: TaskId) -> Respons
     return await run_in_threadpool(_reassign, request, person, task_id, form)
 
 
+@router.post("/cases/{task_id}/accept")
+async def accept(request: Request, person: Person, task_id: TaskId) -> Response:
+    """Accept a received case for review by its specialist."""
+    form = dict(await read_form(request))
+    return await run_in_threadpool(_accept, request, person, task_id, form)
+
+
 @router.post("/cases/{task_id}/message")
 async def message(request: Request, person: Person, task_id: TaskId) -> Response:
     """Write to the referrer about a case."""
@@ -118,6 +126,15 @@ def _reassign(request: Request, person: Principal, task_id: str, form: dict[str,
             default_program=settings.default_program,
         )
     return _back(form, task_id, "reassigned")
+
+
+def _accept(request: Request, person: Principal, task_id: str, form: dict[str, str]) -> Response:
+    with unit_of_work(request, person) as fhir:
+        require_role(person, ROLE)
+        check_csrf(request, form)
+        version = form.get("version", "")
+        accept_case(fhir, task_id, version=int(version) if version.isdigit() else None)
+    return _back(form, task_id, "accepted")
 
 
 def _message(request: Request, person: Principal, task_id: str, form: dict[str, str]) -> Response:

@@ -62,6 +62,24 @@ def reassign_case(
     return stored
 
 
+def accept_case(fhir: FhirInteractions, task_id: str, *, version: int | None) -> StoredResource:
+    """Accept case `task_id` for review by its assigned specialist (received → accepted,
+    assigned): from then on the specialist may write the opinion."""
+    task = case_task(fhir, task_id)
+    if version is not None and version != task.version_id:
+        raise PreconditionFailed(
+            "The case changed since the page was loaded: reload the page and look again."
+        )
+    if not (task.content.get("owner") or {}).get("reference"):
+        raise InvalidRequest(
+            "The case has no specialist yet: assign one before accepting it.",
+            expression="specialist",
+        )
+    stored = fhir.transition(task.resource_id, "accepted", "assigned", None)
+    fhir.finish()
+    return stored
+
+
 def message_referrer(fhir: FhirInteractions, task_id: str, message: str) -> StoredResource:
     """A Communication about case `task_id` to the practitioner who referred it, as the
     completeness job writes its requests for records."""

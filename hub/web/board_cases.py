@@ -84,6 +84,8 @@ class Contact:
 class BoardCase:
     task_id: str
     version: int
+    status: str
+    """Task.status: a `received` case waits to be accepted for review."""
     group: str
     patient: str
     program: str
@@ -342,6 +344,7 @@ def _board_case(
     return BoardCase(
         task_id=task.resource_id,
         version=task.version_id,
+        status=str(content.get("status") or ""),
         group=group,
         patient=(person_name(patient.content) if patient else None) or "Not available to you",
         program=program,

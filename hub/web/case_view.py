@@ -11,10 +11,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from hub.fhir.dates import date_range
 from hub.opinions import person_name
 from hub.storage.indexer import split_reference
 from hub.storage.repository import StoredResource
+from hub.storage.tables import DicomStudyRow
 from hub.workflow.opinion_rules import is_opinion
 from hub.workflow.record_document import record_label, record_line, record_when
 from hub.workflow.record_members import CaseRecord, Key
@@ -401,6 +405,21 @@ def _studies(resources: Iterable[StoredResource]) -> list[StudyView]:
             )
         )
     return sorted(studies, key=lambda study: study.started, reverse=True)
+
+
+def held_studies(session: Session, studies: Iterable[StudyView]) -> frozenset[str]:
+    """The UIDs of `studies` whose images the hub holds (attached DICOM): only these have
+    thumbnails and a DICOMweb address; the others are known from their ImagingStudy alone
+    (a record pulled from an EHR names studies its PACS has not sent)."""
+    uids = [study.uid for study in studies if study.uid]
+    if not uids:
+        return frozenset()
+    attached = select(DicomStudyRow.study_uid).where(
+        DicomStudyRow.study_uid.in_(uids),
+        DicomStudyRow.status == "attached",
+        DicomStudyRow.imaging_study_id.is_not(None),
+    )
+    return frozenset(session.scalars(attached))
 
 
 def _latest_opinion(resources: Iterable[StoredResource], referral_id: str) -> StoredResource | None:

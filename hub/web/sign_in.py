@@ -15,8 +15,8 @@ from starlette.concurrency import run_in_threadpool
 
 from hub.api.deps import hub_state
 from hub.security.authorization_server import token_response
+from hub.security.clients import WEB_CLIENT_ID
 from hub.security.code_grant import WEB_CALLBACK_PATH as CALLBACK_PATH
-from hub.security.code_grant import WEB_CLIENT_ID
 from hub.web.session import SIGN_IN_COOKIE, end_session, is_secure, set_session
 from hub.web.templating import render
 

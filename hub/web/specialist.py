@@ -20,7 +20,7 @@ from hub.opinions.content import Answer, OpinionContent, PlanAssessment
 from hub.profiles.canonical import REPORT_TYPE_SYSTEM, SECOND_OPINION_REPORT_CODE
 from hub.storage.indexer import split_reference
 from hub.storage.repository import StoredResource
-from hub.web.case_view import CaseView, case_view
+from hub.web.case_view import CaseView, case_view, held_studies
 from hub.web.lab_plot import lab_plot
 from hub.web.session import Person, check_csrf, require_role
 from hub.web.templating import render
@@ -64,6 +64,7 @@ def case_page(
             fhir.access.visible if fhir.access else None,
         )
         clock = case_clock(fhir, settings, task_id)
+        held = held_studies(fhir.session, view.studies)
     plots = [
         (series, lab_plot(series, view.chemotherapy_days, f"plot-{number}"))
         for number, series in enumerate(view.labs)
@@ -82,6 +83,7 @@ def case_page(
             "editable": view.opinion is None or opinion.status == DRAFT,
             "answers": [(q, opinion.answer_to(q) or "") for q in view.questions],
             "plan_choices": PLAN_CHOICES,
+            "held": held,
             "viewer_url": settings.viewer_url,
             "dicomweb": settings.dicomweb_url,
             "notice": notice,

@@ -15,24 +15,33 @@ Who sees what:
   Ada's two cases on the board, not Ben's.
 * Ivan Petrov (`ivan`, admin): hospital IT.
 
+A case can also come over every channel of the referring hospital (deliver_outside_case):
+its record on the referring EHR's own FHIR server, which the hub pulls and writes the
+opinion back to, HL7 v2 over MLLP and DICOM over C-STORE; `send_consent` is what the
+referring EHR does during a walk, outside the pages.
+
 Nothing here is real patient data (hub.demo generates every child).
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
+from pydicom import dcmwrite
 from typer.testing import CliRunner
 
+from connectors.hl7v2_mllp import frame
 from hub import codes
 from hub.cli import app as hub_cli
-from hub.demo.five_cases import build_case
+from hub.demo.five_cases import OutsideCase, build_case
 from hub.demo.run import refer_synthetic_patient
 from hub.demo.synthetic import DEFAULT_SEED
 from hub.settings import Settings
@@ -41,8 +50,12 @@ from hub.storage.migrate import upgrade
 from hub.storage.repository import ResourceRepository
 from hub.workflow.routing import DEFAULT_TABLE
 from tests.fhir_client import bearer
+from tests.fhir_server_peer import FhirPeer
 
 HUB = Path(sys.executable).with_name("hub")
+REFERRER = "larkfield-ehr"
+"""The referring EHR's client id at the hub (the subject of its token), and the name of its
+FHIR server among the hub's sources: the way back for the opinions of its referrals."""
 FHIR_JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 
 SPECIALISTS = {
@@ -189,7 +202,7 @@ def refer_outside_case(settings: Settings, cancer: str, seed: int = DEFAULT_SEED
     Routing (POOLS) gives oncology and transplant cases to Ada, neuro-oncology to Ben. The
     same cancer and seed twice are the same referral (a conditional create): the same case.
     """
-    referrer = {**FHIR_JSON, **bearer(settings, subject="larkfield-ehr", roles=("referrer",))}
+    referrer = {**FHIR_JSON, **bearer(settings, subject=REFERRER, roles=("referrer",))}
     reader = _reader(settings)
     with httpx.Client(base_url=settings.audience, timeout=60) as client:
         referral = build_case(cancer, seed=seed).referral
@@ -318,3 +331,164 @@ def the_people(home: HubHome) -> Users:
             roles=("admin",),
         ),
     )
+
+
+# --- a case over every channel of the referring hospital ------------------------------------
+
+MLLP_SEND = Path(sys.executable).with_name("mllp_send")
+"""python-hl7's MLLP client: the referring hospital's interface engine."""
+HUB_AE = "SOH_HUB"
+PACS_AE = "LARKFIELD_PACS"
+ARRIVAL_SECONDS = 60
+"""A guard against a hang while the hub takes a case in, not a performance expectation."""
+
+
+@dataclass(frozen=True)
+class Channels:
+    """How the referring hospital reaches the hub: its own FHIR server (the hub's source
+    REFERRER), the hub's MLLP listener and Storage SCP; `folder` for the files sent."""
+
+    fhir: FhirPeer
+    mllp_port: int
+    scp_port: int
+    folder: Path
+
+
+@dataclass(frozen=True)
+class DeliveredCase:
+    """A case the referring hospital sent over every channel, taken in by the hub."""
+
+    case: SeededCase
+    outside: OutsideCase
+    studies: tuple[str, ...]
+    """The StudyInstanceUIDs its PACS pushed (attached to the case)."""
+    acks: tuple[str, ...]
+    """The MSA segment of each HL7 message's ACK, in the order sent."""
+
+
+def deliver_outside_case(
+    settings: Settings, channels: Channels, cancer: str, seed: int
+) -> DeliveredCase:
+    """One of hub.demo.five_cases' children as its hospital sends it: its record on the
+    referring EHR's FHIR server (which the hub pulls when the case opens), the referral
+    (refer_outside_case), its ADT^A04, ORU^R01 and MDM^T02 to the MLLP listener
+    (python-hl7's mllp_send) and its two studies to the Storage SCP (dcmtk's storescu).
+    Returns once the hub pulled the record, mapped the messages and attached the studies."""
+    outside = build_case(cancer, seed=seed)
+    channels.fhir.load(outside.record)
+    case = refer_outside_case(settings, cancer, seed)
+    acks = _send_hl7(channels, outside)
+    _push_studies(channels, outside)
+    _wait_until_taken_in(settings, case, outside)
+    return DeliveredCase(case, outside, tuple(outside.dicom), acks)
+
+
+def _send_hl7(channels: Channels, outside: OutsideCase) -> tuple[str, ...]:
+    batch = channels.folder / f"{outside.cancer}-{outside.seed}.hl7"
+    batch.write_bytes(b"".join(frame(message) for message in outside.hl7.values()))
+    sent = subprocess.run(
+        [str(MLLP_SEND), "--port", str(channels.mllp_port), "--file", str(batch), "127.0.0.1"],
+        capture_output=True,
+        text=True,
+        timeout=ARRIVAL_SECONDS,
+        check=True,
+    )
+    lines = sent.stdout.replace("\r", "\n").splitlines()
+    return tuple(line for line in lines if line.startswith("MSA|"))
+
+
+def _push_studies(channels: Channels, outside: OutsideCase) -> None:
+    files = []
+    for uid, datasets in outside.dicom.items():
+        for dataset in datasets:
+            path = channels.folder / outside.cancer / uid / f"{dataset.SOPInstanceUID}.dcm"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            dcmwrite(path, dataset, enforce_file_format=True)
+            files.append(str(path))
+    sent = subprocess.run(
+        ["storescu", "-aet", PACS_AE, "-aec", HUB_AE, "127.0.0.1", str(channels.scp_port), *files],
+        capture_output=True,
+        text=True,
+        timeout=ARRIVAL_SECONDS,
+        check=False,
+    )
+    if sent.returncode != 0:
+        raise RuntimeError(f"storescu failed ({sent.returncode}): {sent.stderr[-2000:]}")
+
+
+def _wait_until_taken_in(settings: Settings, case: SeededCase, outside: OutsideCase) -> None:
+    """Poll the hub's API, as a case manager and as IT, until the studies are attached
+    (QIDO-RS finds them), the messages are mapped and the record is pulled (the child's
+    diagnosis, which only the record holds, is on file)."""
+    reader = _reader(settings)
+    admin = bearer(settings, subject="browser-seed-it", roles=("admin",))
+    controls = {message.split(b"|")[9].decode() for message in outside.hl7.values()}
+    deadline = time.monotonic() + ARRIVAL_SECONDS
+    with httpx.Client(base_url=settings.origin, timeout=30) as client:
+        while True:
+            attached = {uid for uid in outside.dicom if _found_study(client, reader, uid)}
+            log = client.get("/admin/messages", params={"count": 100}, headers=admin)
+            mapped = {
+                m["controlId"] for m in _ok(log)["messages"] if m["status"] == "mapped"
+            } & controls
+            pulled = _ok(
+                client.get("/fhir/Condition", params={"patient": case.patient_id}, headers=reader)
+            ).get("entry")
+            if attached == set(outside.dicom) and mapped == controls and pulled:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{case.key} was not taken in within {ARRIVAL_SECONDS} s: studies "
+                    f"attached {sorted(attached)}, messages mapped {sorted(mapped)} of "
+                    f"{sorted(controls)}, record pulled: {bool(pulled)}"
+                )
+            time.sleep(0.2)
+
+
+def _found_study(client: httpx.Client, headers: dict[str, str], uid: str) -> bool:
+    found = client.get(
+        "/dicomweb/studies",
+        params={"StudyInstanceUID": uid},
+        headers={**headers, "Accept": "application/dicom+json"},
+    )
+    return found.status_code == 200 and bool(found.content) and bool(found.json())
+
+
+# --- what the others do during a walk: the referring EHR answers, a case manager accepts ----
+
+THO = "http://terminology.hl7.org/CodeSystem"
+
+
+def send_consent(settings: Settings, case: SeededCase) -> str:
+    """The referring EHR sends the family's consent for the review (the record a case
+    manager asks for: no FHIR source can fetch it); the Consent's id at the hub."""
+    referrer = {**FHIR_JSON, **bearer(settings, subject=REFERRER, roles=("referrer",))}
+    consent = {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {"coding": [{"system": f"{THO}/consentscope", "code": "treatment"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": f"Patient/{case.patient_id}"},
+    }
+    with httpx.Client(base_url=settings.audience, timeout=30) as client:
+        return str(_ok(client.post("/Consent", json=consent, headers=referrer))["id"])
+
+
+def case_status(settings: Settings, case: SeededCase) -> tuple[str, str]:
+    """(Task.status, businessStatus code) of the case, as a case manager reads it."""
+    with httpx.Client(base_url=settings.audience, timeout=30) as client:
+        task = _ok(client.get(f"/Task/{case.task_id}", headers=_reader(settings)))
+    return task["status"], task["businessStatus"]["coding"][0]["code"]
+
+
+def opinion_id(settings: Settings, case: SeededCase) -> str:
+    """The id at the hub of the case's opinion (the identifier it carries to the referrer)."""
+    with httpx.Client(base_url=settings.audience, timeout=30) as client:
+        found = _ok(
+            client.get(
+                "/DiagnosticReport",
+                params={"based-on": f"ServiceRequest/{case.referral_id}"},
+                headers=_reader(settings),
+            )
+        )
+    return str(found["entry"][0]["resource"]["id"])

@@ -233,6 +233,28 @@ def test_reassigning_a_case_moves_it_and_is_audited(cases: Cases) -> None:
     assert refused.status_code == 400 and "is not a specialist" in text(refused.text)
 
 
+def test_accepting_a_case_lets_its_specialist_work_it(cases: Cases) -> None:
+    client, manager = cases.client, cases.manager
+    as_manager = {"Authorization": f"Bearer {manager}"}
+    task_url = f"/fhir/Task/{cases.on_clock}"
+    version = client.get(task_url, headers=as_manager).json()["meta"]["versionId"]
+    case_page = page(client, f"/ui/board/cases/{cases.on_clock}", manager).text
+    assert "for review</button>" in case_page
+    form = {"csrf": csrf_of(case_page), "version": version, "back": "case"}
+
+    accepted = submit(client, f"/ui/board/cases/{cases.on_clock}/accept", manager, form)
+
+    assert accepted.status_code == 303, accepted.text
+    assert accepted.headers["location"] == f"/ui/board/cases/{cases.on_clock}?notice=accepted"
+    task = client.get(task_url, headers=as_manager).json()
+    assert task["status"] == "accepted"
+    assert task["businessStatus"]["coding"][0]["code"] == "assigned"
+    after = page(client, f"/ui/board/cases/{cases.on_clock}", manager, notice="accepted").text
+    assert "The case is accepted" in text(after) and "for review</button>" not in after
+    again = submit(client, f"/ui/board/cases/{cases.on_clock}/accept", manager, form)
+    assert again.status_code == 412  # the page's version is gone: nothing is done twice
+
+
 def test_a_message_to_the_referrer_is_a_communication_and_is_audited(cases: Cases) -> None:
     client, manager = cases.client, cases.manager
     case_page = page(client, f"/ui/board/cases/{cases.awaiting}", manager)
