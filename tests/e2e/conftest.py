@@ -79,29 +79,31 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop running in this
+# thread while it is open, and later tests call asyncio.run(); all of it ends with tests/e2e.
+@pytest.fixture(scope="package")
 def hub_home(tmp_path_factory: pytest.TempPathFactory) -> HubHome:
     return prepare_home(tmp_path_factory.mktemp("browser-hub"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def _hub_port() -> int:
     return _free_port()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def mllp_port() -> int:
     """The port of the hub's MLLP listener `larkfield` (HL7 v2 from the referring hospital)."""
     return _free_port()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def scp_port() -> int:
     """The port of the hub's Storage SCP (AE title seed.HUB_AE): the referring PACS's pushes."""
     return _free_port()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def referrer_fhir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirPeer]:
     """The referring EHR's FHIR server: a peer of its own (not the integration tests'
     session-wide `fhir_peer`, which their tests reset), empty until a test loads a record."""
@@ -129,7 +131,7 @@ def _connectors(peer: FhirPeer, mllp_port: int, scp_port: int) -> dict[str, str]
     }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def hub_server(
     hub_home: HubHome, _hub_port: int, mllp_port: int, scp_port: int, referrer_fhir: FhirPeer
 ) -> Iterator[str]:
@@ -182,26 +184,26 @@ def _wait_until_healthy(process: subprocess.Popen[bytes], base_url: str, log: Pa
         time.sleep(0.1)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def hub_settings(hub_home: HubHome, _hub_port: int, hub_server: str) -> Settings:
     return hub_home.settings(_hub_port)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def seeded(hub_home: HubHome, hub_settings: Settings) -> Seed:
     """The demo child (Ada's, with its whole record), relapsed B-ALL (Ada's, urgent) and
     medulloblastoma (Ben's), referred through the hub's FHIR API."""
     return seed_cases(hub_home, hub_settings)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def refer_case(hub_settings: Settings) -> Callable[..., SeededCase]:
     """Refers one more case, for a walk that uses a case up (an opinion sent, a case
     reassigned): ``refer_case("neuroblastoma", seed=11)`` (seed.refer_outside_case)."""
     return lambda cancer, seed=DEFAULT_SEED: refer_outside_case(hub_settings, cancer, seed)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def deliver_case(
     hub_settings: Settings,
     referrer_fhir: FhirPeer,
@@ -216,20 +218,20 @@ def deliver_case(
     return lambda cancer, seed: deliver_outside_case(hub_settings, channels, cancer, seed)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def imaged_case(deliver_case: Callable[[str, int], DeliveredCase]) -> DeliveredCase:
     """Ada's osteosarcoma child with its whole record: labs (plotted), studies (thumbnails),
     HL7 v2 messages in the log. The pages only read it (the walk uses a case of its own)."""
     return deliver_case("osteosarcoma", IMAGED_SEED)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def add_user(hub_home: HubHome) -> Callable[[Account], Account]:
     """Adds a person with `hub users add ... --password-stdin` on the hub's database."""
     return lambda account: add_account(hub_home, account)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def users(hub_home: HubHome, add_user: Callable[[Account], Account]) -> Users:
     """The four people of the walks, added once (see tests.e2e.seed.the_people)."""
     people = the_people(hub_home)
@@ -238,7 +240,7 @@ def users(hub_home: HubHome, add_user: Callable[[Account], Account]) -> Users:
     return people
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     """Debian's Chromium, headless (Playwright starts it without its sandbox by default,
     which running as root needs)."""
@@ -272,7 +274,7 @@ def new_page(browser: Browser, hub_server: str) -> Iterator[Callable[..., Page]]
         context.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def page_of(browser: Browser, hub_server: str) -> Iterator[Callable[..., Page]]:
     """``page_of(account, viewport="laptop")``: a page signed in as `account` (None: a
     signed-out one), kept for the whole session, its console record cleared each time it is
