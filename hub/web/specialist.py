@@ -26,7 +26,7 @@ from hub.web.session import Person, check_csrf, require_role
 from hub.web.templating import render
 from hub.web.worklist import assigned_cases, case_clock
 from hub.workflow.checklist import case_program, evaluate, load_checklist
-from hub.workflow.opinion_rules import DRAFT
+from hub.workflow.opinion_rules import DRAFT, is_opinion
 from hub.workflow.record_members import case_record
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -192,11 +192,7 @@ def _current_opinion(fhir: FhirInteractions, referral_id: str) -> StoredResource
     opinions = [
         found
         for found in fhir.search(query).matches
-        if any(
-            (c.get("system"), c.get("code")) == (REPORT_TYPE_SYSTEM, SECOND_OPINION_REPORT_CODE)
-            for c in (found.content.get("code") or {}).get("coding") or []
-        )
-        and found.content.get("status") != "entered-in-error"
+        if is_opinion(found.content) and found.content.get("status") != "entered-in-error"
     ]
     return max(opinions, key=lambda found: found.last_updated, default=None)
 
