@@ -10,11 +10,13 @@ end. The deflated transfer syntax is inflated first, in memory, up to a limit.
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from pydicom import dcmread
 from pydicom.datadict import dictionary_description
@@ -29,6 +31,8 @@ from dicom.errors import InvalidDicom
 __all__ = [
     "DEFER_SIZE",
     "DEFLATED_LIMIT",
+    "KEPT_VALUE_LIMIT",
+    "KeptElement",
     "PIXEL_DATA_TAGS",
     "Part10Layout",
     "PixelDataElement",
@@ -42,6 +46,7 @@ PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})  # Float, Doub
 DEFLATED_LIMIT = 64 * 1024 * 1024
 DEFER_SIZE = 64 * 1024  # values larger than this stay in the file until asked for
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_ITEM_GROUP = {True: b"\xfe\xff", False: b"\xff\xfe"}  # group FFFE, little / big endian
 _UNDEFINED = 0xFFFFFFFF
 # PS3.5 7.1.2: these VRs have a 2-byte reserved field and a 4-byte length.
 _LONG_VRS = frozenset(
@@ -49,7 +54,9 @@ _LONG_VRS = frozenset(
 )
 _MAX_DEPTH = 32
 _META_VALUE_LIMIT = 1024
+KEPT_VALUE_LIMIT = 64 * 1024  # a kept value longer than this is refused (see `scan`)
 _CHUNK = 1024 * 1024
+_IN_MEMORY = 1024 * 1024  # a file up to this size is walked in memory
 _TRANSFER_SYNTAX = 0x00020010
 
 
@@ -64,12 +71,22 @@ class PixelDataElement:
     fragments: int  # items of encapsulated pixel data, Basic Offset Table included
 
 
+class KeptElement(NamedTuple):
+    """A top-level element the walk was asked to keep, as written: its VR (None in
+    implicit VR), its value (None for a sequence) and where the value starts."""
+
+    vr: str | None
+    value: bytes | None
+    offset: int
+
+
 @dataclass(frozen=True)
 class Part10Layout:
     """What the walk found: sizes, offsets, the meta's key UIDs, the pixel data element.
 
     For the deflated transfer syntax, offsets are into `inflated` (the dataset after the
-    file meta, inflated), not into the file.
+    file meta, inflated), not into the file. `elements` holds the top-level elements the
+    walk was asked to keep, undecoded (a sequence's value is not read: None).
     """
 
     size: int
@@ -79,37 +96,74 @@ class Part10Layout:
     media_storage_sop_instance: str | None
     pixel_data: PixelDataElement | None
     inflated: bytes | None = None
+    elements: Mapping[int, KeptElement] = field(default_factory=dict)
 
 
-def scan(path: Path, *, deflated_limit: int = DEFLATED_LIMIT) -> Part10Layout:
+def scan(
+    path: Path, *, deflated_limit: int = DEFLATED_LIMIT, keep: frozenset[int] = frozenset()
+) -> Part10Layout:
     """Walk the file at `path`; raise InvalidDicom when it is not a well-formed Part 10 file
-    in a transfer syntax we know, or when its declared lengths run past its end."""
-    size = path.stat().st_size
-    if size == 0:
-        raise InvalidDicom("empty file (0 bytes)")
-    with path.open("rb") as fp:
-        head = fp.read(PREAMBLE_LENGTH + 4)
-        if len(head) < PREAMBLE_LENGTH + 4 or head[PREAMBLE_LENGTH:] != b"DICM":
-            raise InvalidDicom("not a DICOM file (no DICM preamble)")
-        meta, meta_end = _read_meta(fp, size)
-        if _TRANSFER_SYNTAX not in meta or not meta[_TRANSFER_SYNTAX]:
-            raise InvalidDicom("no TransferSyntaxUID (0002,0010) in the file meta")
-        transfer_syntax = UID(meta[_TRANSFER_SYNTAX])
-        if not is_known_transfer_syntax(transfer_syntax):
-            raise InvalidDicom(f"transfer syntax {_printable(transfer_syntax)} not supported")
-        inflated: bytes | None = None
-        if transfer_syntax == DeflatedExplicitVRLittleEndian:
-            inflated = _inflate(fp, deflated_limit)
-            walker = _Walker(io.BytesIO(inflated), len(inflated), implicit=False, little=True)
-            pixel_data = walker.dataset(0)
-        else:
-            walker = _Walker(
-                fp,
-                size,
-                implicit=transfer_syntax.is_implicit_VR,
-                little=transfer_syntax.is_little_endian,
-            )
-            pixel_data = walker.dataset(meta_end)
+    in a transfer syntax we know, or when its declared lengths run past its end.
+
+    The values of the top-level elements whose tags are in `keep` are read on the way,
+    as pydicom would hold them before decoding (Part10Layout.elements): one pass gives
+    both the layout and what an index needs. A kept value over KEPT_VALUE_LIMIT bytes
+    (the tags to keep are short text, numbers and UIDs) is refused as malformed.
+    """
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(descriptor).st_size
+        if size == 0:
+            raise InvalidDicom("empty file (0 bytes)")
+        if size <= _IN_MEMORY:
+            # Read at once, with as few system calls as can be (each lets another thread
+            # take the interpreter): the walk then makes none.
+            data = _read_all(descriptor, size)
+            return _scan(io.BytesIO(data), data, len(data), deflated_limit, keep)
+        with open(descriptor, "rb", closefd=False) as opened:
+            return _scan(opened, _FileBuffer(opened), size, deflated_limit, keep)
+    finally:
+        os.close(descriptor)
+
+
+def _read_all(descriptor: int, size: int) -> bytes:
+    chunks = []
+    while size > 0 and (chunk := os.read(descriptor, size)):
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _scan(
+    fp: BinaryIO,
+    buffer: bytes | _FileBuffer,
+    size: int,
+    deflated_limit: int,
+    keep: frozenset[int],
+) -> Part10Layout:
+    head = fp.read(PREAMBLE_LENGTH + 4)
+    if len(head) < PREAMBLE_LENGTH + 4 or head[PREAMBLE_LENGTH:] != b"DICM":
+        raise InvalidDicom("not a DICOM file (no DICM preamble)")
+    meta, meta_end = _read_meta(fp, size)
+    if _TRANSFER_SYNTAX not in meta or not meta[_TRANSFER_SYNTAX]:
+        raise InvalidDicom("no TransferSyntaxUID (0002,0010) in the file meta")
+    transfer_syntax = UID(meta[_TRANSFER_SYNTAX])
+    if not is_known_transfer_syntax(transfer_syntax):
+        raise InvalidDicom(f"transfer syntax {_printable(transfer_syntax)} not supported")
+    inflated: bytes | None = None
+    if transfer_syntax == DeflatedExplicitVRLittleEndian:
+        inflated = _inflate(fp, deflated_limit)
+        walker = _Walker(inflated, len(inflated), implicit=False, little=True, keep=keep)
+        pixel_data = walker.dataset(0)
+    else:
+        walker = _Walker(
+            buffer,
+            size,
+            implicit=transfer_syntax.is_implicit_VR,
+            little=transfer_syntax.is_little_endian,
+            keep=keep,
+        )
+        pixel_data = walker.dataset(meta_end)
     return Part10Layout(
         size=size,
         meta_end=meta_end,
@@ -118,6 +172,7 @@ def scan(path: Path, *, deflated_limit: int = DEFLATED_LIMIT) -> Part10Layout:
         media_storage_sop_instance=meta.get(0x00020003),
         pixel_data=pixel_data,
         inflated=inflated,
+        elements=walker.kept,
     )
 
 
@@ -232,62 +287,111 @@ def _inflate(fp: BinaryIO, limit: int) -> bytes:
     return bytes(out)
 
 
-class _Walker:
-    """Walks a dataset's element headers, seeking over values, checking every length."""
+class _FileBuffer:
+    """`buffer[start:stop]` of an open file, read when asked (os.pread): what the walk
+    reads of a file too large to hold, a few bytes at a time."""
 
-    def __init__(self, fp: BinaryIO, size: int, *, implicit: bool, little: bool) -> None:
-        self._fp = fp
+    def __init__(self, fp: BinaryIO) -> None:
+        self._fd = fp.fileno()
+
+    def __getitem__(self, index: slice) -> bytes:
+        return os.pread(self._fd, index.stop - index.start, index.start)
+
+
+class _Walker:
+    """Walks a dataset's element headers, skipping over values, checking every length.
+
+    `buffer` is the file's bytes (or the inflated dataset), or a _FileBuffer; positions are
+    offsets into it."""
+
+    def __init__(
+        self,
+        buffer: bytes | _FileBuffer,
+        size: int,
+        *,
+        implicit: bool,
+        little: bool,
+        keep: frozenset[int] = frozenset(),
+    ) -> None:
+        self._buffer = buffer
         self._size = size
         self._implicit = implicit
-        self._endian = "<" if little else ">"
+        self._little = little
+        endian = "<" if little else ">"
+        self._tag_length = struct.Struct(endian + "HHL").unpack
+        self._tag_short = struct.Struct(endian + "HH2sH").unpack
+        self._long = struct.Struct(endian + "L").unpack
+        self._keep = keep
+        self._watched = keep | PIXEL_DATA_TAGS  # elements the walk does more than step over
+        self._pos = 0
+        self.kept: dict[int, KeptElement] = {}
 
     def dataset(self, start: int) -> PixelDataElement | None:
         """Walk the top-level dataset from `start` to the end; return its pixel data."""
-        self._fp.seek(start)
+        self._pos = start
         pixel_data: PixelDataElement | None = None
-        while (remaining := self._size - self._fp.tell()) > 0:
-            if remaining < 8 and not self._fp.read(remaining).strip(b"\x00"):
+        while (remaining := self._size - self._pos) > 0:
+            if remaining < 8 and not self._buffer[self._pos : self._size].strip(b"\x00"):
                 break  # zero padding some media writers leave at the end
-            self._fp.seek(self._size - remaining)
             tag, vr, length, offset = self._header(self._implicit)
             if tag >> 16 == 0xFFFE:
                 raise InvalidDicom(f"malformed dataset: a stray item tag at byte {offset}")
-            if tag in PIXEL_DATA_TAGS and pixel_data is None:
+            if length != _UNDEFINED and tag not in self._watched:
+                self._skip_value(tag, length)  # most elements: a value to step over
+            elif tag in PIXEL_DATA_TAGS and pixel_data is None:
                 if length == _UNDEFINED:
                     fragments = self._fragments(tag)
                     pixel_data = PixelDataElement(tag, vr, offset, None, fragments)
                 else:
                     self._skip_value(tag, length)
                     pixel_data = PixelDataElement(tag, vr, offset, length, 0)
+            elif tag in self._keep:
+                self._keep_value(tag, vr, length)
             else:
                 self._skip(tag, vr, length, self._implicit, 0)
         return pixel_data
 
+    def _keep_value(self, tag: int, vr: str | None, length: int) -> None:
+        value_tell = self._pos
+        if length == _UNDEFINED or vr == "SQ":
+            value = None  # a sequence: its presence is kept, not its items
+            self._skip(tag, vr, length, self._implicit, 0)
+        elif length > KEPT_VALUE_LIMIT:
+            raise InvalidDicom(
+                f"malformed {describe_tag(tag)}: a value of {length} bytes, "
+                f"over {_size_text(KEPT_VALUE_LIMIT)}"
+            )
+        else:
+            self._skip_value(tag, length)
+            value = self._buffer[value_tell : self._pos]
+        self.kept[tag] = KeptElement(vr, value, value_tell)
+
     def _header(self, implicit: bool) -> tuple[int, str | None, int, int]:
-        fp, endian = self._fp, self._endian
-        offset = fp.tell()
-        head = fp.read(8)
+        offset = self._pos
+        head = self._buffer[offset : offset + 8]
         if len(head) < 8:
             raise InvalidDicom(
                 f"truncated: the file ends inside an element header at byte {offset}"
             )
-        group, element = struct.unpack(endian + "HH", head[:4])
-        tag = group << 16 | element
+        self._pos = offset + 8
         # Item and delimiter tags have no VR in either encoding (PS3.5 7.5).
-        if implicit or group == 0xFFFE:
-            return tag, None, struct.unpack(endian + "L", head[4:])[0], offset
-        vr = head[4:6]
+        if implicit or head[0:2] == _ITEM_GROUP[self._little]:
+            group, element, length = self._tag_length(head)
+            return group << 16 | element, None, length, offset
+        group, element, vr, length = self._tag_short(head)
         if vr in _LONG_VRS:
-            extra = fp.read(4)
+            extra = self._buffer[self._pos : self._pos + 4]
             if len(extra) < 4:
                 raise InvalidDicom(
                     f"truncated: the file ends inside an element header at byte {offset}"
                 )
-            return tag, vr.decode("ascii"), struct.unpack(endian + "L", extra)[0], offset
-        if b"A"[0] <= vr[0] <= b"Z"[0] and b"A"[0] <= vr[1] <= b"Z"[0]:
-            return tag, vr.decode("ascii"), struct.unpack(endian + "H", head[6:])[0], offset
+            self._pos += 4
+            return group << 16 | element, vr.decode("ascii"), self._long(extra)[0], offset
+        if 0x41 <= vr[0] <= 0x5A and 0x41 <= vr[1] <= 0x5A:  # two letters A-Z
+            return group << 16 | element, vr.decode("ascii"), length, offset
         # A writer that slipped into implicit VR (pydicom reads these the same way).
-        return tag, None, struct.unpack(endian + "L", head[4:])[0], offset
+        group, element, length = self._tag_length(head)
+        return group << 16 | element, None, length, offset
 
     def _skip(self, tag: int, vr: str | None, length: int, implicit: bool, depth: int) -> None:
         if length != _UNDEFINED:
@@ -334,10 +438,10 @@ class _Walker:
             count += 1
 
     def _skip_value(self, tag: int, length: int) -> None:
-        end = self._fp.tell() + length
+        end = self._pos + length
         if end > self._size:
             raise InvalidDicom(f"truncated: the file ends inside {describe_tag(tag)}")
-        self._fp.seek(end)
+        self._pos = end
 
 
 def _size_text(size: int) -> str:

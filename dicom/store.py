@@ -3,14 +3,21 @@
 Objects live at `root/objects/ab/cd/<sha256>` and are immutable once there; transports
 stream into `root/staging/` first, so a half-received file is never visible under a
 digest. Data moves in 1 MiB chunks: nothing here holds a whole file in memory.
+
+`put_file` moves a staged file in; `link_file` gives a complete file elsewhere on the
+store's file system (the Storage SCP's accepted instances) a second name under its digest,
+so that its first name can stay until the object is recorded, then be removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import uuid
+from collections.abc import Collection
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -18,7 +25,14 @@ from typing import BinaryIO
 
 from dicom.errors import InvalidDigest, ObjectNotFound
 
-__all__ = ["CHUNK_SIZE", "ContentStore", "ObjectWriter", "StoredObject"]
+__all__ = [
+    "CHUNK_SIZE",
+    "ContentStore",
+    "ObjectWriter",
+    "StoredObject",
+    "fsync_file",
+    "fsync_folder",
+]
 
 CHUNK_SIZE = 1024 * 1024
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -83,6 +97,55 @@ class ContentStore:
                 os.fsync(source.fileno())
         return self._publish(staged, digest.hexdigest(), size)
 
+    def link_file(
+        self, source: Path, *, synced: bool = False, folders: set[Path] | None = None
+    ) -> StoredObject:
+        """Store the content of `source`, a complete file on this store's file system, by
+        a hard link under its digest; `source` itself stays (remove it once the object is
+        recorded: until then a crash leaves it where a recovery finds it).
+
+        In a durable store the file's data is flushed first unless `synced` says the caller
+        did, and the folder of the new name is flushed after, or added to `folders` for the
+        caller to flush with `sync_folders` (one flush per folder for a batch). Raises
+        OSError when it cannot be read or linked (EXDEV: on another file system).
+        """
+        digest = hashlib.sha256()
+        size = 0
+        # Plain descriptors: this runs for every instance pushed, in a thread that shares
+        # the interpreter with the Storage SCP's, and each system call lets another in.
+        descriptor = os.open(source, os.O_RDONLY)
+        try:
+            while chunk := os.read(descriptor, CHUNK_SIZE):
+                digest.update(chunk)
+                size += len(chunk)
+            if self.durable and not synced:
+                os.fsync(descriptor)
+            os.fchmod(descriptor, _READ_ONLY)  # one inode, two names: both read-only
+        finally:
+            os.close(descriptor)
+        stored = StoredObject(digest.hexdigest(), size, self.path(digest.hexdigest()))
+        changed = [stored.path.parent]
+        try:
+            os.link(source, stored.path)
+        except FileExistsError:
+            return stored  # the same content is stored already
+        except FileNotFoundError:  # the first object in its folder
+            changed += _make_folders(stored.path.parent)
+            with contextlib.suppress(FileExistsError):
+                os.link(source, stored.path)
+        if self.durable:
+            pending = folders if folders is not None else set()
+            pending.update(changed)
+            if folders is None:
+                self.sync_folders(pending)
+        return stored
+
+    def sync_folders(self, folders: Collection[Path], executor: Executor | None = None) -> None:
+        """Flush these folders' entries to disk (nothing in a store that is not durable);
+        concurrently on `executor` if given."""
+        if self.durable:
+            fsync_all(folders, executor)
+
     def open(self, digest: str) -> BinaryIO:
         """Open a stored object for reading (binary). Raises ObjectNotFound."""
         try:
@@ -124,7 +187,7 @@ class ContentStore:
         # whole object or none; two writers of the same content both rename a full copy.
         os.replace(staged, target)
         if self.durable:
-            _fsync_directory(target.parent)
+            fsync_folder(target.parent)
         return StoredObject(digest, size, target)
 
 
@@ -189,10 +252,54 @@ class ObjectWriter:
         self._staged.unlink(missing_ok=True)
 
 
-def _fsync_directory(folder: Path) -> None:
-    # A rename is durable only once its directory entry is on disk (POSIX).
+def fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries: a rename, link or new file in it is durable only once its
+    directory entry is on disk (POSIX)."""
     descriptor = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def fsync_all(
+    paths: Collection[Path], executor: Executor | None = None, *, concurrency: int = 4
+) -> None:
+    """Flush each file or folder to disk. On `executor`, `concurrency` threads share them
+    out and flush at the same time, and a journaling file system commits their flushes
+    together: much sooner than one after another, at the cost of a few thread switches."""
+    ordered = list(paths)
+    if executor is None or len(ordered) < 2:
+        _fsync_each(ordered)
+        return
+    shares = [ordered[start::concurrency] for start in range(min(concurrency, len(ordered)))]
+    for _ in executor.map(_fsync_each, shares):
+        pass  # each raises here if it failed
+
+
+def _fsync_each(paths: list[Path]) -> None:
+    for path in paths:
+        fsync_file(path)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a file's data and size (or a folder's entries) to disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create `folder` and its missing parents; the parents whose entries changed."""
+    try:
+        os.mkdir(folder)
+    except FileExistsError:
+        return []  # made meanwhile by another writer
+    except FileNotFoundError:
+        changed = _make_folders(folder.parent)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder)
+        return [*changed, folder.parent]
+    return [folder.parent]

@@ -19,6 +19,7 @@ from connectors.hl7v2_mllp import MllpListener
 from dicom.store import ContentStore
 from hub.imaging.attach import attach_study_job
 from hub.imaging.importer import ATTACH_JOB, DicomImporter
+from hub.imaging.indexer import InstanceIndexer
 from hub.imaging.media import process_media_folder
 from hub.imaging.pull import PULL_JOB, pull_imaging_job
 from hub.imaging.push import PushIntake
@@ -108,8 +109,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     importer = DicomImporter(state.sessions, dicom_store(state.settings))
     app.state.dicom_importer = importer
-    scp = _storage_scp(state.settings, importer)
+    scp, indexer = _storage_scp(state.settings, importer)
     app.state.storage_scp = scp
+    app.state.dicom_indexer = indexer
     media = state.settings.dicom_media_folder
     media_watcher = (
         asyncio.create_task(_every(partial(process_media_folder, importer, media)))
@@ -121,6 +123,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         if scp:
             scp.stop()
+        if indexer:
+            await asyncio.to_thread(indexer.stop)  # what the SCP accepted, indexed
         for task in (watcher, media_watcher):
             if task:
                 task.cancel()
@@ -132,19 +136,31 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop_validation_worker()
 
 
-def _storage_scp(settings: Settings, importer: DicomImporter) -> StorageScp | None:
+def _storage_scp(
+    settings: Settings, importer: DicomImporter
+) -> tuple[StorageScp | None, InstanceIndexer | None]:
     if settings.dicom_scp is None:
-        return None
-    push = PushIntake(importer)
+        return None, None
+    # What a previous process accepted and did not index is indexed before the SCP listens.
+    indexer = InstanceIndexer(
+        importer, flush_before_success=settings.dicom_scp.flush_before_success
+    )
+    indexer.recover()
+    indexer.start()
+    push = PushIntake(indexer)
     scp = StorageScp(
         settings.dicom_scp,
         staging=importer.store.staging_file,
         on_instance=push.on_instance,
         on_released=push.on_released,
     )
-    scp.start()
+    try:
+        scp.start()
+    except BaseException:
+        indexer.stop()
+        raise
     log.info("DICOM Storage SCP %s on port %d", settings.dicom_scp.ae_title, scp.bound_port)
-    return scp
+    return scp, indexer
 
 
 async def _every(process: Callable[[], int], poll_seconds: float = 2.0) -> None:

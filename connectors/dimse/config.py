@@ -71,6 +71,24 @@ class StorageScpConfig(BaseModel):
     never sits in memory. The temporary file is moved to the staging path, a rename when
     TMPDIR is on the staging file system, a copy otherwise."""
 
+    flush_before_success: bool = False
+    """What a success status promises. Off (the default): the instance is written where the
+    hub will index it from (in the page cache: a crash or kill -9 of the hub loses nothing),
+    and flushed to disk with others a fraction of a second later, before it is indexed; an
+    operating system crash or power cut in between can lose it, as it can in Orthanc,
+    which does not flush the files it stores. A sender that must not lose what it deletes
+    asks for Storage Commitment (PS3.4 Annex J), which is what that service is for. On: the
+    file and its folder entry are flushed (fsync) before the answer, at the cost of that
+    wait in every C-STORE's round trip."""
+    busy_poll_seconds: float = Field(default=0.0001, ge=0.00005, le=0.01)
+    idle_poll_seconds: float = Field(default=0.001, ge=0.00005, le=0.1)
+    """How long an association's network thread sleeps when it finds nothing to do before
+    it looks again (pynetdicom's DUL reactor polls; its own default is 1 ms): every
+    C-STORE waits out such naps, twice, so while instances arrive (one in the last
+    `busy_for_seconds`) it naps `busy_poll_seconds`, and `idle_poll_seconds` otherwise, as
+    a short nap costs CPU for as long as the association stays open."""
+    busy_for_seconds: float = Field(default=0.1, gt=0, le=10)
+
     _title = field_validator("ae_title")(_ae_title)
 
     @field_validator("allowed_calling_aes")

@@ -8,6 +8,8 @@ Used by the Storage SCP and by C-GET (whose instances arrive as C-STORE sub-oper
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import threading
 from collections.abc import Callable
@@ -34,7 +36,9 @@ _configure_lock = threading.Lock()
 def configure_pynetdicom(*, stream_to_disk: bool | None = None) -> None:
     """Set pynetdicom's process-wide switches the way the hub needs them.
 
-    Identifiers are never logged (they hold PHI). `stream_to_disk` (None: leave as is)
+    Identifiers are never logged (they hold PHI), nor is each PDU and DIMSE message
+    (pynetdicom's "standard" event logging: per message, its text built even when not
+    logged; the hub logs associations and refusals itself). `stream_to_disk` (None: leave as is)
     makes received datasets go to a temporary file as they arrive instead of into memory;
     it is one switch for the whole process, and `stage_dataset` handles either way, so an
     SCP started later with another setting changes only where the next datasets wait.
@@ -42,6 +46,7 @@ def configure_pynetdicom(*, stream_to_disk: bool | None = None) -> None:
     with _configure_lock:
         _config.LOG_REQUEST_IDENTIFIERS = False
         _config.LOG_RESPONSE_IDENTIFIERS = False
+        _config.LOG_HANDLER_LEVEL = "none"
         if stream_to_disk is not None:
             _config.STORE_RECV_CHUNKED_DATASET = stream_to_disk
 
@@ -55,8 +60,12 @@ def stage_dataset(event: Event, staging: Staging) -> Path:
     received = _received_file(event)
     if received is not None:
         try:
-            # A rename on the same file system, a streamed copy otherwise.
-            shutil.move(received, target)
+            try:
+                os.replace(received, target)  # a rename on the same file system
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                shutil.move(received, target)  # a streamed copy from another one
         except BaseException:
             target.unlink(missing_ok=True)
             raise

@@ -8,12 +8,18 @@ staged file, then `on_instance(path, calling_ae, association_id)` takes it over 
 return value is the DIMSE status the sender gets. When an association ends (released,
 aborted, or its connection dropped), `on_released(association_id, calling_ae)` tells the
 hub that no more instances will come on it. C-ECHO is answered too.
+
+pynetdicom's threads poll: an association's network thread naps between looks at its
+connection. While instances arrive on it, it naps briefly (busy_poll_seconds: each C-STORE
+waits out two naps); once none came for busy_for_seconds, a governor thread puts it back to
+idle_poll_seconds, so that an association left open costs little CPU.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -74,7 +80,10 @@ class StorageScp:
         self._server: ThreadedAssociationServer | None = None
         self._ae: AE | None = None
         self._associations: dict[Association, tuple[str, str]] = {}
+        self._busy: dict[Association, float] = {}  # polling fast: when its last C-STORE came
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._governor: threading.Thread | None = None
 
     @property
     def running(self) -> bool:
@@ -116,6 +125,11 @@ class StorageScp:
         server = ae.start_server((config.host, config.port), block=False, evt_handlers=handlers)
         assert server is not None  # start_server returns the server when not blocking
         self._ae, self._server = ae, server
+        self._stopping.clear()
+        self._governor = threading.Thread(
+            target=self._slow_down_idle, name=f"scp-poll-{config.ae_title}", daemon=True
+        )
+        self._governor.start()
         logger.info(
             "Storage SCP %s listening on %s:%d", config.ae_title, config.host, self.bound_port
         )
@@ -125,6 +139,10 @@ class StorageScp:
         server, self._server = self._server, None
         if server is None:
             return
+        self._stopping.set()
+        if self._governor is not None:
+            self._governor.join()
+            self._governor = None
         server.shutdown()
         # After shutdown no association can start, so this list is the last word.
         associations = list(server.active_associations)
@@ -149,9 +167,21 @@ class StorageScp:
     ) -> None:
         self.stop()
 
+    def _slow_down_idle(self) -> None:
+        """Back to `idle_poll_seconds` for associations no instance came on lately."""
+        config = self.config
+        while not self._stopping.wait(config.busy_for_seconds):
+            now = time.monotonic()
+            with self._lock:
+                idle = [a for a, last in self._busy.items() if now - last > config.busy_for_seconds]
+                for assoc in idle:
+                    del self._busy[assoc]
+                    _set_poll(assoc, config.idle_poll_seconds)
+
     # -- event handlers, in pynetdicom's association threads ----------------------------
 
     def _established(self, event: Event) -> None:
+        _set_poll(event.assoc, self.config.idle_poll_seconds)
         calling = _calling_ae(event)
         association_id = uuid.uuid4().hex
         with self._lock:
@@ -163,6 +193,9 @@ class StorageScp:
             association_id, calling = self._associations.get(
                 event.assoc, ("unknown", _calling_ae(event))
             )
+            if event.assoc not in self._busy:
+                _set_poll(event.assoc, self.config.busy_poll_seconds)
+            self._busy[event.assoc] = time.monotonic()
         try:
             path = stage_dataset(event, self._staging)
         except OSError as exc:
@@ -199,6 +232,7 @@ class StorageScp:
     def _ended(self, event: Event) -> None:
         with self._lock:
             known = self._associations.pop(event.assoc, None)
+            self._busy.pop(event.assoc, None)
         if known is None:
             return  # never established, or already reported
         association_id, calling = known
@@ -229,6 +263,13 @@ class StorageScp:
             event.assoc.requestor.address,
             reason,
         )
+
+
+def _set_poll(assoc: Association, seconds: float) -> None:
+    # pynetdicom has no public setting for its DUL reactor's idle sleep ("higher uses less
+    # CPU when idle but increases the latency to respond", dul.py): an attribute of each
+    # association's DUL, read on every loop of its reactor.
+    assoc.dul._run_loop_delay = seconds
 
 
 def _calling_ae(event: Event) -> str:

@@ -4,16 +4,21 @@ Every way in (a push to the Storage SCP, a pull from a PACS, an uploaded patient
 transfer: `open_transfer`, then `receive` for each staged file, then `close_transfer`.
 `receive` checks the file (a bad one is refused with its reason, in the transfer's report),
 moves it into the content-addressed store as received and commits its row before the
-sender is told it was stored. A study stays `receiving`, invisible to the DICOMweb API,
-until its transfer closes; closing queues one `attach-dicom-study` job per study, which
-reconciles its identity and makes its ImagingStudy (hub.imaging.attach).
+sender is told it was stored. The Storage SCP checks each file in its association's
+thread and leaves the rest to hub.imaging.indexer, which links them into the store and
+`record`s their rows in batches, then closes the transfer. A study stays `receiving`,
+invisible to the DICOMweb API, until its transfer closes; closing queues one
+`attach-dicom-study` job per study, which reconciles its identity and makes its
+ImagingStudy (hub.imaging.attach).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +26,8 @@ from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom.errors import InvalidDicom
-from dicom.instances import InstanceInfo, read_instance
-from dicom.store import ContentStore
+from dicom.instances import InstanceInfo, inspect_instance
+from dicom.store import ContentStore, StoredObject
 from hub.errors import NotFound
 from hub.fhir.dates import utc_now
 from hub.imaging.events import record_case_event
@@ -34,6 +39,7 @@ log = logging.getLogger("hub.imaging")
 
 ATTACH_JOB = "attach-dicom-study"
 TRANSFER_KINDS = ("push", "pull", "media")
+_IN_CHUNK = 500  # SOP Instance UIDs per IN (...) list: under every backend's limit
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,15 @@ class Received:
     sop_instance_uid: str | None = None
     study_uid: str | None = None
     duplicate: bool = False
+
+
+@dataclass(frozen=True)
+class Checked:
+    """An instance that passed the checks, in the store: what `DicomImporter.record` rows."""
+
+    transfer_id: int
+    info: InstanceInfo
+    stored: StoredObject
 
 
 @dataclass
@@ -69,7 +84,8 @@ def _refusals(transfer: DicomTransferRow, problems: list[dict[str, str]]) -> str
 
 
 def info_json(info: InstanceInfo) -> str:
-    values = asdict(info)
+    # Its fields are str, int or None but `pixel_data`: a shallow copy is asdict's result.
+    values = dict(vars(info))
     values.pop("pixel_data", None)  # where the pixels sit in the received file, not the served
     return json.dumps(values, separators=(",", ":"))
 
@@ -105,66 +121,21 @@ class DicomImporter:
             return row.transfer_id
 
     def receive(self, transfer_id: int, staged: Path, name: str = "") -> Received:
-        """Check the staged file and keep it; the file is gone from staging either way."""
+        """Check the staged file and keep it; the file is gone from staging either way.
+
+        The file is in the store and its row committed when this returns (a pull or an
+        upload: one instance at a time; the Storage SCP batches, see hub.imaging.indexer).
+        """
         name = name or staged.name
         try:
-            _, info = read_instance(staged)
+            info = inspect_instance(staged)
         except InvalidDicom as exc:
             staged.unlink(missing_ok=True)
             self.record_refusal(transfer_id, name, exc.reason)
             return Received(name, False, exc.reason)
         stored = self.store.put_file(staged)
-        now = utc_now()
-        # Core statements, one round trip each: no ORM reads before the writes (the SCP
-        # answers each C-STORE only after this commits).
         with self.sessions() as session:
-            counted = session.execute(
-                update(DicomTransferRow)
-                .where(
-                    DicomTransferRow.transfer_id == transfer_id, DicomTransferRow.status == "open"
-                )
-                .values(accepted=DicomTransferRow.accepted + 1)
-                .returning(DicomTransferRow.case_task_id)
-            ).first()
-            if counted is None:
-                raise NotFound(f"DICOM transfer {transfer_id} is not open.")
-            added = session.execute(
-                insert_on(session, DicomInstanceRow)
-                .values(
-                    sop_instance_uid=info.sop_instance_uid,
-                    study_uid=info.study_instance_uid,
-                    series_uid=info.series_instance_uid,
-                    sop_class_uid=info.sop_class_uid,
-                    transfer_syntax_uid=info.transfer_syntax_uid,
-                    received_digest=stored.digest,
-                    digest=None,
-                    size=stored.size,
-                    info=info_json(info),
-                    transfer_id=transfer_id,
-                    received_at=now,
-                )
-                .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
-            )
-            duplicate = added.rowcount == 0  # type: ignore[attr-defined]
-            changes: dict[str, Any] = {"last_transfer_id": transfer_id, "updated_at": now}
-            if not duplicate:  # more instances for an attached study: attached again once complete
-                changes["status"] = case(
-                    (DicomStudyRow.status == "attached", "receiving"), else_=DicomStudyRow.status
-                )
-            session.execute(
-                insert_on(session, DicomStudyRow)
-                .values(
-                    study_uid=info.study_instance_uid,
-                    status="receiving",
-                    case_task_id=counted.case_task_id,
-                    outside_patient_id=info.patient_id,
-                    outside_issuer=info.issuer_of_patient_id,
-                    last_transfer_id=transfer_id,
-                    created_at=now,
-                    updated_at=now,
-                )
-                .on_conflict_do_update(index_elements=["study_uid"], set_=changes)
-            )
+            (duplicate,) = self.record(session, [Checked(transfer_id, info, stored)])
             session.commit()
         return Received(
             name,
@@ -173,6 +144,105 @@ class DicomImporter:
             study_uid=info.study_instance_uid,
             duplicate=duplicate,
         )
+
+    def record(
+        self, session: Session, instances: Sequence[Checked], *, recovering: bool = False
+    ) -> list[bool]:
+        """The rows of stored instances, in the caller's transaction (one commit for all);
+        for each, whether its SOP Instance UID was already indexed (a duplicate: its first
+        row stays).
+
+        Each counts as accepted in its transfer, which must be open (NotFound otherwise),
+        except when `recovering` the Storage SCP's accepted files after a crash: then an
+        instance that its own transfer already indexed (the crash came after the commit)
+        is not counted twice, and the transfer may have been closed meanwhile.
+        Core statements, a few per batch: no ORM reads before the writes.
+        """
+        uids = list({checked.info.sop_instance_uid for checked in instances})
+        indexed: dict[str, int] = {}
+        for chunk in range(0, len(uids), _IN_CHUNK):
+            indexed.update(
+                session.execute(
+                    select(DicomInstanceRow.sop_instance_uid, DicomInstanceRow.transfer_id).where(
+                        DicomInstanceRow.sop_instance_uid.in_(uids[chunk : chunk + _IN_CHUNK])
+                    )
+                ).all()
+            )
+        now = utc_now()
+        counts: Counter[int] = Counter()
+        duplicates: list[bool] = []
+        rows: list[dict[str, Any]] = []
+        # (study, transfer) -> (its first instance's info, whether it brings a new instance),
+        # in the order of their last instance: the last transfer to bring a study owns it.
+        studies: dict[tuple[str, int], tuple[InstanceInfo, bool]] = {}
+        for checked in instances:
+            info, transfer_id = checked.info, checked.transfer_id
+            uid = info.sop_instance_uid
+            duplicate = uid in indexed
+            if not (recovering and indexed.get(uid) == transfer_id):
+                counts[transfer_id] += 1
+            if not duplicate:
+                indexed[uid] = transfer_id
+                rows.append(
+                    {
+                        "sop_instance_uid": uid,
+                        "study_uid": info.study_instance_uid,
+                        "series_uid": info.series_instance_uid,
+                        "sop_class_uid": info.sop_class_uid,
+                        "transfer_syntax_uid": info.transfer_syntax_uid,
+                        "received_digest": checked.stored.digest,
+                        "digest": None,
+                        "size": checked.stored.size,
+                        "info": info_json(info),
+                        "transfer_id": transfer_id,
+                        "received_at": now,
+                    }
+                )
+            duplicates.append(duplicate)
+            key = (info.study_instance_uid, transfer_id)
+            first, new = studies.pop(key, (info, False))
+            studies[key] = (first, new or not duplicate)
+        cases: dict[int, str | None] = {}
+        for transfer_id, count in counts.items():
+            query = update(DicomTransferRow).where(DicomTransferRow.transfer_id == transfer_id)
+            if not recovering:
+                query = query.where(DicomTransferRow.status == "open")
+            counted = session.execute(
+                query.values(accepted=DicomTransferRow.accepted + count).returning(
+                    DicomTransferRow.case_task_id
+                )
+            ).first()
+            if counted is None:
+                raise NotFound(f"DICOM transfer {transfer_id} is not open.")
+            cases[transfer_id] = counted.case_task_id
+        if rows:
+            session.execute(
+                insert_on(session, DicomInstanceRow).on_conflict_do_nothing(
+                    index_elements=["sop_instance_uid"]
+                ),
+                rows,
+            )
+        for (study_uid, transfer_id), (info, new) in studies.items():
+            changes: dict[str, Any] = {"last_transfer_id": transfer_id, "updated_at": now}
+            if new:  # more instances for an attached study: attached again once complete
+                changes["status"] = case(
+                    (DicomStudyRow.status == "attached", "receiving"), else_=DicomStudyRow.status
+                )
+            session.execute(
+                insert_on(session, DicomStudyRow)
+                .values(
+                    study_uid=study_uid,
+                    status="receiving",
+                    case_task_id=cases.get(transfer_id),
+                    outside_patient_id=info.patient_id,
+                    outside_issuer=info.issuer_of_patient_id,
+                    last_transfer_id=transfer_id,
+                    created_at=now,
+                    updated_at=now,
+                )
+                .on_conflict_do_update(index_elements=["study_uid"], set_=changes)
+            )
+        return duplicates
 
     def close_transfer(self, transfer_id: int, *, failed: str | None = None) -> TransferSummary:
         """End the transfer; queue the attachment of each study it brought (even a failed

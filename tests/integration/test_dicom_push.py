@@ -4,7 +4,12 @@ patient and attached as an ImagingStudy; a study whose demographics disagree is 
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
 import subprocess
+import sys
 import time
 from dataclasses import replace
 from datetime import date
@@ -15,12 +20,14 @@ import pytest
 from fastapi.testclient import TestClient
 from pydicom import dcmread
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from connectors.dimse import StorageScpConfig
 from dicom.synthetic import make_patient, make_study, write_study
 from hub.app import create_app
 from hub.imaging.attach import HUB_ISSUER
 from hub.jobs.worker import JobWorker
+from hub.storage.db import make_engine
 from hub.storage.tables import DicomInstanceRow, DicomStudyRow, DicomTransferRow
 from tests.dicom_cases import open_case, upload
 from tests.fhir_client import bearer, path_jobs
@@ -231,3 +238,99 @@ def test_an_outside_modality_moves_a_study_from_the_pacs_to_the_hub(hub, orthanc
         transfer = session.scalars(select(DicomTransferRow)).one()
     assert row is not None and (row.status, row.case_task_id) == ("attached", task_id)
     assert (transfer.source, transfer.accepted) == (orthanc.aet, 3)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class ServedHub:
+    """`hub serve` with its Storage SCP, as its own process (what a kill -9 can hit)."""
+
+    def __init__(self, database_url: str, tmp_path: Path, signing_key_file: Path) -> None:
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "HUB_CONFIG": str(tmp_path / "absent.yaml"),
+            "HUB_DATABASE_URL": database_url,
+            "HUB_PORT": str(free_port()),
+            "HUB_SIGNING_KEY_FILE": str(signing_key_file),
+            "HUB_EMBEDDED_WORKER": "false",
+            "HUB_DICOM_STORE_DIR": str(tmp_path / "store"),
+            "HUB_DICOM_SCP": json.dumps({"ae_title": HUB_AE, "port": self.port}),
+        }
+        self.log = (tmp_path / "hub.log").open("ab")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start it and wait until its SCP answers C-ECHO (after any recovery)."""
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).with_name("hub")), "serve", "--log-level", "info"],
+            env=self.env,
+            stdout=self.log,
+            stderr=self.log,
+        )
+        deadline = time.monotonic() + 60  # a guard against a hang
+        echo = ["echoscu", "-aet", "OUTSIDE_CT", "-aec", HUB_AE, "127.0.0.1", str(self.port)]
+        while subprocess.run(echo, capture_output=True, timeout=30, check=False).returncode:
+            assert self.process.poll() is None, "the hub died at start"
+            assert time.monotonic() < deadline, "the hub did not start"
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+
+
+def test_kill_9_during_a_push_loses_no_acknowledged_instance(
+    database_url, tmp_path, signing_key_file
+):
+    """dcmtk's storescu pushes 120 instances; the hub is killed (SIGKILL) once 60 have been
+    acknowledged, while the last ones are still being indexed; after a restart every
+    instance storescu saw acknowledged is indexed, once, and the transfer is closed."""
+    datasets = make_study(46, make_patient(46), "CT", series=2, instances=60)
+    files = write_study(tmp_path / "ct", datasets)
+    uid_of = {str(path): str(ds.SOPInstanceUID) for path, ds in zip(files, datasets, strict=True)}
+    hub = ServedHub(database_url, tmp_path, signing_key_file)
+    hub.start()
+    acknowledged: list[str] = []
+    try:
+        pushed = subprocess.Popen(
+            ["storescu", "-v", "-aet", "OUTSIDE_CT", "-aec", HUB_AE, "127.0.0.1", str(hub.port)]
+            + [str(f) for f in files],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert pushed.stdout is not None
+        sending = ""
+        for line in pushed.stdout:  # dcmtk's log: "I: Sending file: …", then its response
+            if "Sending file:" in line:
+                sending = line.split("Sending file:", 1)[1].strip()
+            elif "Received Store Response (Success)" in line:
+                acknowledged.append(uid_of[sending])
+                if len(acknowledged) == 60:
+                    hub.kill()
+        assert pushed.wait(120) != 0  # storescu saw the hub go
+        assert len(acknowledged) == 60
+        hub.start()  # on the same database and store: indexes what was accepted, closes
+        engine = make_engine(database_url)
+        try:
+            with Session(engine) as session:
+                indexed = list(session.scalars(select(DicomInstanceRow.sop_instance_uid)))
+                transfer = session.scalars(select(DicomTransferRow)).one()
+        finally:
+            engine.dispose()
+    finally:
+        hub.stop()
+    assert set(acknowledged) <= set(indexed) and len(indexed) == len(set(indexed))
+    assert transfer.status == "closed" and transfer.accepted == len(indexed)
+    assert list((tmp_path / "store" / "accepted").iterdir()) == []

@@ -1,4 +1,5 @@
-"""read_instance: what it accepts, what it extracts, and each refusal with its reason."""
+"""read_instance and inspect_instance: what they accept, what they extract, and each
+refusal with its reason (the same for both: one walk of the file makes the checks)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,13 @@ from pydicom.uid import (
 
 from dicom._part10 import scan
 from dicom.errors import InvalidDicom
-from dicom.instances import ACCEPTED_SOP_CLASSES, InstanceInfo, PixelDataRef, read_instance
+from dicom.instances import (
+    ACCEPTED_SOP_CLASSES,
+    InstanceInfo,
+    PixelDataRef,
+    inspect_instance,
+    read_instance,
+)
 from dicom.synthetic import Modality, make_dicomdir, make_patient, make_study, write_study
 
 PATIENT = make_patient(21)
@@ -264,10 +271,11 @@ def test_bad_files_are_refused_with_their_reason(
     tmp_path: Path, build: Callable[[Path], Path], reason: str
 ) -> None:
     path = build(tmp_path / "instance.dcm")
-    with pytest.raises(InvalidDicom) as caught:
-        read_instance(path)
-    assert caught.value.reason.startswith(reason), caught.value.reason
-    assert str(caught.value) == caught.value.reason
+    for check in (read_instance, inspect_instance):
+        with pytest.raises(InvalidDicom) as caught:
+            check(path)
+        assert caught.value.reason.startswith(reason), (check.__name__, caught.value.reason)
+        assert str(caught.value) == caught.value.reason
 
 
 @pytest.mark.filterwarnings(*BAD_UID_WARNINGS)
@@ -316,6 +324,7 @@ def test_synthetic_instances_are_accepted(
     for index, ds in enumerate(generated):
         path = _write(tmp_path / f"{index}.dcm", ds, transfer_syntax)
         header, info = read_instance(path)
+        assert inspect_instance(path) == info
         assert "PixelData" not in header
         assert info.sop_instance_uid == ds.SOPInstanceUID
         assert info.transfer_syntax_uid == transfer_syntax
@@ -395,3 +404,42 @@ def test_every_common_storage_class_is_accepted() -> None:
     ):
         assert uid in ACCEPTED_SOP_CLASSES
     assert "1.2.840.10008.1.3.10" not in ACCEPTED_SOP_CLASSES  # Media Storage Directory
+
+
+# (SpecificCharacterSet, PatientName as it reads, a description) for the decoding test.
+CHARACTER_SETS = [
+    (None, "Testchild^Leo", "plain ASCII, the default repertoire"),
+    ("ISO_IR 100", "Müller^Zoë", "Latin-1"),
+    ("ISO_IR 192", "Wang^XiaoDong=王^小東", "UTF-8"),
+    (["", "ISO 2022 IR 87"], "Yamada^Tarou=山田^太郎", "ISO 2022 escapes, 7-bit bytes"),
+    ("ISO_IR 144", "Иванова^Анна", "Cyrillic"),
+]
+
+
+@pytest.mark.parametrize(
+    ("charset", "name", "description"), CHARACTER_SETS, ids=[c[2] for c in CHARACTER_SETS]
+)
+def test_values_read_as_pydicom_reads_them(
+    tmp_path: Path, charset: str | list[str] | None, name: str, description: str
+) -> None:
+    """inspect_instance decodes plain ASCII itself and leaves the rest to pydicom: the
+    values are those of pydicom's own reading of the whole header, in any character set,
+    multi-valued or not."""
+    from pydicom import dcmread
+
+    ds = _ct()
+    if charset is not None:
+        ds.SpecificCharacterSet = charset
+    ds.PatientName = name
+    ds.StudyDescription = description
+    ds.SeriesDescription = "Axial\\Coronal"  # two values
+    ds.SeriesNumber = " 7"
+    ds.AccessionNumber = ""
+    path = _write(tmp_path / "instance.dcm", ds)
+    info = inspect_instance(path)
+    pydicom_reads = dcmread(path, stop_before_pixels=True)
+    assert info.patient_name == str(pydicom_reads.PatientName) == name
+    assert info.study_description == str(pydicom_reads.StudyDescription)
+    assert info.series_description == str(pydicom_reads.SeriesDescription).strip(" \x00")
+    assert (info.series_number, info.accession_number) == (7, None)
+    assert info == read_instance(path)[1]

@@ -122,3 +122,45 @@ def test_a_store_that_is_not_durable_still_publishes_whole_files(tmp_path: Path)
         writer.write(os.urandom(3000))
         stored = writer.commit()
     assert stored.path.stat().st_size == 3000
+
+
+def test_link_file_gives_a_file_a_second_name_under_its_digest(store: ContentStore) -> None:
+    accepted = store.root / "accepted" / "7" / "instance.dcm"
+    accepted.parent.mkdir(parents=True)
+    accepted.write_bytes(b"DICM" * 2000)
+    folders: set[Path] = set()
+    stored = store.link_file(accepted, folders=folders)
+    assert stored.digest == hashlib.sha256(b"DICM" * 2000).hexdigest()
+    assert stored.size == 8000 and stored.path.read_bytes() == b"DICM" * 2000
+    assert accepted.is_file()  # the first name stays until the caller removes it
+    assert os.path.samefile(accepted, stored.path)
+    assert not stat.S_IMODE(stored.path.stat().st_mode) & 0o222  # read-only
+    # The folders whose entries changed, for the caller to flush: the new object's
+    # folder and, since they were created, their parents.
+    assert folders == {stored.path.parent, stored.path.parent.parent, store.root / "objects"}
+    store.sync_folders(folders)
+
+
+def test_link_file_of_content_already_stored_is_that_object(store: ContentStore) -> None:
+    first, second = store.root / "a.dcm", store.root / "b.dcm"
+    first.write_bytes(b"same")
+    second.write_bytes(b"same")
+    one = store.link_file(first)
+    two = store.link_file(second)
+    assert one == two
+    assert os.path.samefile(one.path, first) and not os.path.samefile(one.path, second)
+
+
+def test_fsync_all_flushes_files_and_folders_one_by_one_or_concurrently(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dicom.store import fsync_all
+
+    paths = [tmp_path / f"{n}.bin" for n in range(5)]
+    for path in paths:
+        path.write_bytes(b"x")
+    fsync_all([*paths, tmp_path])
+    with ThreadPoolExecutor(4) as executor:
+        fsync_all([*paths, tmp_path], executor)
+        with pytest.raises(FileNotFoundError):
+            fsync_all([tmp_path / "absent", *paths], executor)
