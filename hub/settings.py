@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
@@ -110,6 +110,18 @@ class Settings(BaseSettings):
     """How long a claimed job is a worker's; after a crash it is retried when this runs out."""
     embedded_worker: bool = True
     """Run outbox jobs (mapping, deliveries) in the API process; off in API-only replicas."""
+    # --- scale-out (issue #10) ---
+    broker_url: str | None = None
+    """A Celery broker (redis://host:6379/0 or amqp://...): the outbox's job ids are
+    dispatched through it to `hub worker` processes. None: workers poll the database."""
+    worker_runs_listeners: bool = False
+    """`hub worker` also runs the MLLP listeners and the DICOM Storage SCP (several workers
+    share each port, SO_REUSEPORT)."""
+    # --- operations (issue #10) ---
+    log_format: Literal["text", "json"] = "text"
+    """json: one JSON object a line, with the correlation id of the message being handled."""
+    message_retention_days: int | None = Field(default=None, gt=0)
+    """Messages (and their ACKs) older than this are pruned from the log; None keeps all."""
     mllp_listeners: list[MllpListenerConfig] = Field(default_factory=list)
     """HL7 v2 MLLP listeners: name, host, port, allowed_senders, limits, optional TLS."""
     hl7_model_validation: bool = False
