@@ -6,6 +6,7 @@
     without the FHIR model validation (the `hl7_model_validation` setting);
 (b') parse + map without storing;
 (c) the `hl7` package's `hl7.parse` alone, and (d) hl7apy's parse alone, on the same messages.
+Peak RSS (VmHWM): of the `hub serve` process of (a), and of a fresh process for each (b).
 """
 
 from __future__ import annotations
@@ -133,7 +134,8 @@ def _senders(port: int, senders: int, per_sender: int, offset: int) -> float:
     return acked / elapsed
 
 
-def mllp_ingest(per_sender: int) -> dict[str, float]:
+def mllp_ingest(per_sender: int) -> tuple[dict[str, float], float]:
+    """(a): msgs/s ACKed with 1 and 4 senders, and the `hub serve` process's peak RSS."""
     folder = Path(tempfile.mkdtemp())
     port = free_port()
     env = {
@@ -153,13 +155,39 @@ def mllp_ingest(per_sender: int) -> dict[str, float]:
             except OSError:
                 time.sleep(0.1)
         _senders(port, 4, 50, 0)  # warm-up: first connections, caches, the writer thread
-        return {
+        figures = {
             f"{senders} sender(s)": _senders(port, senders, per_sender, senders * 10**6)
             for senders in (1, 4)
         }
+        return figures, _peak_rss_mib(server.pid)
     finally:
         server.terminate()
         server.wait(30)
+
+
+def _peak_rss_mib(pid: int | str = "self") -> float:
+    """VmHWM, the kernel's peak resident set size of a process."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+def _map_and_store_alone(count: int, models: bool, answer: Any) -> None:
+    answer.put((map_and_store(count, models=models), _peak_rss_mib()))
+
+
+def map_and_store_process(count: int, *, models: bool = False) -> tuple[float, float]:
+    """(b) in a fresh process of its own: msgs/s and that process's peak RSS."""
+    context = multiprocessing.get_context("spawn")
+    answer = context.Queue()
+    process = context.Process(target=_map_and_store_alone, args=(count, models, answer))
+    process.start()
+    try:
+        figures: tuple[float, float] = answer.get(timeout=900)
+    finally:
+        process.join(60)
+    return figures
 
 
 def map_and_store(count: int, *, models: bool = False) -> float:
@@ -191,19 +219,24 @@ def main() -> None:
     figures["(b') our parse + map"] = rate(
         len(messages), lambda: [map_message(parse_message(m)) for m in messages]
     )
-    figures["(b) our parse + map + store (SQLite)"] = map_and_store(200)
-    figures["(b) the same, with FHIR model validation on"] = map_and_store(200, models=True)
-    for name, value in mllp_ingest(per_sender=500).items():
+    peak_rss: dict[str, float] = {}
+    name = "(b) our parse + map + store (SQLite)"
+    figures[name], peak_rss[name] = map_and_store_process(200)
+    name = "(b) the same, with FHIR model validation on"
+    figures[name], peak_rss[name] = map_and_store_process(200, models=True)
+    ingest, peak_rss["(a) MLLP ingest: `hub serve`"] = mllp_ingest(per_sender=500)
+    for name, value in ingest.items():
         figures[f"(a) MLLP send → persist → ACK, {name}"] = value
 
     RESULTS.mkdir(exist_ok=True)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     table = ["| measure (ORU^R01, 15 OBX; (a) 3 OBX) | msgs/s |", "|---|---:|"]
     table += [f"| {name} | {value:,.0f} |" for name, value in figures.items()]
+    table += [f"| peak RSS (MiB), {name} | {value:,.0f} |" for name, value in peak_rss.items()]
     markdown = f"HL7 v2 benchmark on {machine}\n\n" + "\n".join(table) + "\n"
     (RESULTS / "hl7.md").write_text(markdown)
     (RESULTS / "hl7.json").write_text(
-        json.dumps({"machine": machine, "msgs_per_s": figures}, indent=2)
+        json.dumps({"machine": machine, "msgs_per_s": figures, "peak_rss_mib": peak_rss}, indent=2)
     )
     print(markdown)
 
