@@ -4,18 +4,18 @@ and the people who sign in."""
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 import uvicorn
 from sqlalchemy.orm import Session
 
+from hub import logs as hub_logs
 from hub.cli_messages import dead_letters_app, messages_app, worker
 from hub.config_check import check_config_file
 from hub.errors import HubError, InvalidRequest
@@ -51,7 +51,7 @@ def serve(
     settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     if migrate:
         upgrade(make_engine(settings.database_url))
-    configure_logging(log_level)
+    configure_logging(log_level, settings.log_format)
     # uvicorn's access log prints query strings, which can hold PHI (?name=, ?identifier=):
     # the hub logs each request itself, by route template (hub.api.middleware).
     uvicorn.run(
@@ -63,12 +63,10 @@ def serve(
     )
 
 
-def configure_logging(level: str) -> None:
-    """One line per event on standard error; never a resource, a query string or a name."""
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+def configure_logging(level: str, log_format: Literal["text", "json"] = "text") -> None:
+    """One line per event on standard error, as text or JSON (the `log_format` setting),
+    each with its correlation id; never a resource, a query string or a name."""
+    hub_logs.configure_logging(level, log_format)
 
 
 @db_app.command("upgrade")

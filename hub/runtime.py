@@ -1,33 +1,43 @@
-"""What runs beside the HTTP API in one process: the job worker and the MLLP listeners.
+"""What runs beside the HTTP API in one process: the job worker, the MLLP listeners and
+the DICOM Storage SCP.
 
-Embedded mode (`hub serve`) runs them all; scaled-out deployments switch the worker off in
-the API replicas (`embedded_worker: false`) and run `hub worker` processes instead.
+Embedded mode (`hub serve`) runs them all, with no broker. Scaled-out deployments switch
+the worker off in the API replicas (`embedded_worker: false`) and run `hub worker`
+processes instead, fed by a broker (`broker_url`, hub.jobs.dispatch) and, with
+`worker_runs_listeners`, running the listeners too (ProtocolListeners).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from functools import partial
+from pathlib import Path
 
 from fastapi import FastAPI
+from sqlalchemy.orm import Session, sessionmaker
 
-from connectors.dimse import StorageScp
+from connectors.dimse import StorageScp, StorageScpConfig
 from connectors.hl7v2_mllp import MllpListener
 from dicom.store import ContentStore
+from hub.imaging.accepted_lease import AcceptedFolderLease
 from hub.imaging.attach import attach_study_job
 from hub.imaging.importer import ATTACH_JOB, DicomImporter
 from hub.imaging.indexer import InstanceIndexer
 from hub.imaging.media import process_media_folder
 from hub.imaging.pull import PULL_JOB, pull_imaging_job
 from hub.imaging.push import PushIntake
+from hub.jobs.dispatch import JobPublisher, celery_app
 from hub.jobs.worker import JobHandler, JobWorker
 from hub.messages.batch import process_folder
 from hub.messages.intake import MAP_JOB, Hl7Intake
 from hub.messages.mapping_job import map_hl7_message
 from hub.messages.outbound import DELIVER_JOB, MllpDeliveries, deliver_hl7_job
+from hub.messages.retention import start_pruning
 from hub.messages.return_channel import ReturnChannel
 from hub.records.fhir_pull import PULL_RECORDS_JOB, pull_records_job
 from hub.records.validation import start_worker as start_validation_worker
@@ -43,6 +53,10 @@ log = logging.getLogger("hub.runtime")
 
 # Mapping jobs run 25 to a transaction: one commit (an fsync) for all, not one each.
 BATCH_SIZES = {MAP_JOB: 25}
+# Mapping transactions run one at a time across the cluster (hub.jobs.worker): two mapping
+# the same patient's messages at once would both create the Patient (If-None-Exist sees
+# neither's uncommitted row).
+SERIAL_KINDS = frozenset({MAP_JOB})
 
 
 def job_handlers(settings: Settings) -> dict[str, JobHandler]:
@@ -82,85 +96,188 @@ def dicom_store(settings: Settings) -> ContentStore:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = app.state.hub
+    settings = state.settings
     # Case moves made through the API tell HL7 v2 referrers (order status updates).
-    ReturnChannel(state.settings.mllp_destinations).bind_sessions(state.sessions)
+    ReturnChannel(settings.mllp_destinations).bind_sessions(state.sessions)
     worker = (
         JobWorker(
             state.sessions,
-            job_handlers(state.settings),
-            lease_seconds=state.settings.job_lease_seconds,
+            job_handlers(settings),
+            lease_seconds=settings.job_lease_seconds,
             batch_sizes=BATCH_SIZES,
+            serial_kinds=SERIAL_KINDS,
         )
-        if state.settings.embedded_worker
+        if settings.embedded_worker
         else None
     )
     app.state.worker = worker
-    intake = Hl7Intake(state.sessions, on_enqueued=worker.wake if worker else None)
-    app.state.intake = intake
-    listeners = [MllpListener(config, intake) for config in state.settings.mllp_listeners]
-    app.state.listeners = listeners
+    publisher = job_publisher(settings, state.sessions)
+    listeners = ProtocolListeners(
+        settings,
+        state.sessions,
+        on_enqueued=_announcers(worker.wake if worker else None, publisher),
+    )
+    app.state.intake = listeners.intake
+    app.state.listeners = listeners.mllp
     if worker:
         worker.start()
-    for listener in listeners:
-        await listener.start()
-    folder = state.settings.hl7_batch_folder
+    await listeners.start()
+    folder = settings.hl7_batch_folder
     watcher = (
-        asyncio.create_task(_every(partial(process_folder, intake, folder))) if folder else None
+        asyncio.create_task(_every(partial(process_folder, listeners.intake, folder)))
+        if folder
+        else None
     )
-    importer = DicomImporter(state.sessions, dicom_store(state.settings))
-    app.state.dicom_importer = importer
-    scp, indexer = _storage_scp(state.settings, importer)
-    app.state.storage_scp = scp
-    app.state.dicom_indexer = indexer
-    media = state.settings.dicom_media_folder
+    app.state.dicom_importer = listeners.importer
+    app.state.storage_scp = listeners.scp
+    app.state.dicom_indexer = listeners.indexer
+    media = settings.dicom_media_folder
     media_watcher = (
-        asyncio.create_task(_every(partial(process_media_folder, importer, media)))
+        asyncio.create_task(_every(partial(process_media_folder, listeners.importer, media)))
         if media
         else None
     )
+    pruner = start_pruning(settings, state.sessions)
     try:
         yield
     finally:
-        if scp:
-            scp.stop()
-        if indexer:
-            await asyncio.to_thread(indexer.stop)  # what the SCP accepted, indexed
-        for task in (watcher, media_watcher):
+        for task in (watcher, media_watcher, pruner):
             if task:
                 task.cancel()
-        for listener in listeners:
-            await listener.stop()
-        await asyncio.to_thread(intake.close)
+        await listeners.stop()
         if worker:
             worker.stop()
+        if publisher:
+            await asyncio.to_thread(publisher.close)
         stop_validation_worker()
 
 
-def _storage_scp(
-    settings: Settings, importer: DicomImporter
-) -> tuple[StorageScp | None, InstanceIndexer | None]:
-    if settings.dicom_scp is None:
-        return None, None
-    # What a previous process accepted and did not index is indexed before the SCP listens.
-    indexer = InstanceIndexer(
-        importer, flush_before_success=settings.dicom_scp.flush_before_success
+def job_publisher(settings: Settings, sessions: sessionmaker[Session]) -> JobPublisher | None:
+    """With a broker: announce the jobs committed in these sessions to the `hub worker`s."""
+    if settings.broker_url is None:
+        return None
+    publisher = JobPublisher(
+        celery_app(settings.broker_url, lease_seconds=settings.job_lease_seconds)
     )
-    indexer.recover()
-    indexer.start()
-    push = PushIntake(indexer)
-    scp = StorageScp(
-        settings.dicom_scp,
-        staging=importer.store.staging_file,
-        on_instance=push.on_instance,
-        on_released=push.on_released,
-    )
+    publisher.install(sessions)
+    return publisher
+
+
+def _announcers(
+    wake: Callable[[], None] | None, publisher: JobPublisher | None
+) -> Callable[[], None] | None:
+    """What the HL7 intake calls once it has committed mapping jobs."""
+    calls = [call for call in (wake, publisher.nudge if publisher else None) if call]
+    if len(calls) < 2:
+        return calls[0] if calls else None
+
+    def announce() -> None:
+        for call in calls:
+            call()
+
+    return announce
+
+
+class ProtocolListeners:
+    """The MLLP listeners and the DICOM Storage SCP (with its indexer) of one process:
+    `hub serve` runs them in its lifespan, `hub worker` with `worker_runs_listeners`.
+
+    With `worker_runs_listeners` every process binds with SO_REUSEPORT, so that several
+    share each port, and keeps the instances its SCP accepts in an accepted folder of its
+    own (hub.imaging.accepted_lease), so that one starting never recovers what a live
+    sibling is about to index. Without it, one process owns the ports, as before.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        *,
+        on_enqueued: Callable[[], None] | None,
+    ) -> None:
+        self.settings = settings
+        self.shared = settings.worker_runs_listeners
+        self.intake = Hl7Intake(sessions, on_enqueued=on_enqueued)
+        self.mllp = [
+            MllpListener(config, self.intake, reuse_port=self.shared)
+            for config in settings.mllp_listeners
+        ]
+        self.importer = DicomImporter(sessions, dicom_store(settings))
+        self.scp: StorageScp | None = None
+        self.indexer: InstanceIndexer | None = None
+        self._lease: AcceptedFolderLease | None = None
+
+    async def start(self) -> None:
+        """Listen on every configured port (the SCP once what was accepted is indexed)."""
+        for listener in self.mllp:
+            await listener.start()
+        if self.settings.dicom_scp is not None:
+            await asyncio.to_thread(self._start_scp, self.settings.dicom_scp)
+
+    async def stop(self) -> None:
+        """Stop listening; what the SCP accepted is indexed and what the MLLP listeners
+        took is committed and answered first."""
+        if self.scp:
+            await asyncio.to_thread(self.scp.stop)
+        if self.indexer:
+            await asyncio.to_thread(self.indexer.stop)
+        if self._lease:
+            self._lease.release()
+        for listener in self.mllp:
+            await listener.stop()
+        await asyncio.to_thread(self.intake.close)
+
+    def _start_scp(self, config: StorageScpConfig) -> None:
+        # What a previous process accepted and did not index is indexed before the SCP listens.
+        def indexer_on(folder: Path | None) -> InstanceIndexer:
+            return InstanceIndexer(
+                self.importer, flush_before_success=config.flush_before_success, folder=folder
+            )
+
+        if self.shared:
+            self._lease = AcceptedFolderLease.claim(self.importer.store.root, indexer_on)
+            indexer = indexer_on(self._lease.folder)
+        else:
+            indexer = indexer_on(None)
+            indexer.recover()
+        indexer.start()
+        self.indexer = indexer
+        push = PushIntake(indexer)
+        scp = StorageScp(
+            config,
+            staging=self.importer.store.staging_file,
+            on_instance=push.on_instance,
+            on_released=push.on_released,
+            reuse_port=self.shared,
+        )
+        try:
+            scp.start()
+        except BaseException:
+            indexer.stop()
+            raise
+        self.scp = scp
+        log.info("DICOM Storage SCP %s on port %d", config.ae_title, scp.bound_port)
+
+
+@contextmanager
+def listeners_in_thread(listeners: ProtocolListeners) -> Iterator[ProtocolListeners]:
+    """Run `listeners` on an event loop in a thread of their own (`hub worker`, whose main
+    thread runs the jobs), started when this enters and stopped when it leaves."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="hub-listeners", daemon=True)
+    thread.start()
+    starting = asyncio.run_coroutine_threadsafe(listeners.start(), loop)
     try:
-        scp.start()
-    except BaseException:
-        indexer.stop()
-        raise
-    log.info("DICOM Storage SCP %s on port %d", settings.dicom_scp.ae_title, scp.bound_port)
-    return scp, indexer
+        starting.result()
+        yield listeners
+    finally:
+        if not starting.done():  # a signal came while starting: finish, then stop it all
+            with contextlib.suppress(Exception):
+                starting.result(60.0)
+        asyncio.run_coroutine_threadsafe(listeners.stop(), loop).result(60.0)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
 
 
 async def _every(process: Callable[[], int], poll_seconds: float = 2.0) -> None:

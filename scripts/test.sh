@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/ensure_postgres.sh
+bash scripts/ensure_redis.sh
 bash scripts/ensure_dicom_peers.sh
 bash scripts/ensure_fhir_peer.sh
 bash scripts/ensure_browser.sh

@@ -18,12 +18,14 @@ idle_poll_seconds, so that an association left open costs little CPU.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
@@ -62,7 +64,8 @@ class StorageScp:
 
     `staging()` gives each instance a fresh path. `start()` binds and serves in the
     background; `stop()` stops accepting, aborts associations still open and waits for
-    their threads. Also a context manager.
+    their threads. Also a context manager. `reuse_port` binds with SO_REUSEPORT, so that
+    the SCPs of several processes share the port (the kernel spreads associations).
     """
 
     def __init__(
@@ -72,8 +75,10 @@ class StorageScp:
         staging: Staging,
         on_instance: InstanceHandler,
         on_released: ReleaseHandler | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.config = config
+        self._reuse_port = reuse_port
         self._staging = staging
         self._on_instance = on_instance
         self._on_released = on_released
@@ -103,7 +108,7 @@ class StorageScp:
             raise ScpStateError("the Storage SCP is already started")
         config = self.config
         configure_pynetdicom(stream_to_disk=config.stream_to_disk)
-        ae = AE(ae_title=config.ae_title)
+        ae = (_SharedPortAE if self._reuse_port else AE)(ae_title=config.ae_title)
         ae.maximum_pdu_size = config.max_pdu
         ae.maximum_associations = config.max_associations
         ae.acse_timeout = config.timeouts.acse
@@ -274,3 +279,21 @@ def _set_poll(assoc: Association, seconds: float) -> None:
 
 def _calling_ae(event: Event) -> str:
     return str(event.assoc.requestor.ae_title).strip()
+
+
+class _SharedPortServer(ThreadedAssociationServer):
+    """An association server whose socket is bound with SO_REUSEPORT."""
+
+    def server_bind(self) -> None:
+        if self.socket is not None:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
+class _SharedPortAE(AE):
+    """An AE whose non-blocking `start_server` makes a _SharedPortServer (pynetdicom
+    chooses the server class in `make_server`; its own binds with SO_REUSEADDR only)."""
+
+    def make_server(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["server_class"] = _SharedPortServer
+        return super().make_server(*args, **kwargs)

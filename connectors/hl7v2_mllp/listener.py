@@ -134,12 +134,16 @@ class MllpListener:
     The handler gets an Envelope (transport "mllp", channel = config.name, peer "ip:port")
     and returns the bytes to answer with (the ACK), which are framed and written back;
     empty bytes send no answer. A handler that raises closes that connection only (its
-    exception type is logged, never its message).
+    exception type is logged, never its message). `reuse_port` binds with SO_REUSEPORT, so
+    that listeners of several processes share the port (the kernel spreads connections).
     """
 
-    def __init__(self, config: MllpListenerConfig, handler: InboundHandler) -> None:
+    def __init__(
+        self, config: MllpListenerConfig, handler: InboundHandler, *, reuse_port: bool = False
+    ) -> None:
         self.config = config
         self._handler = handler
+        self._reuse_port = reuse_port
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
         self._stopping = False
@@ -174,6 +178,7 @@ class MllpListener:
             ssl=tls.server_context() if tls is not None else None,
             ssl_handshake_timeout=self.config.idle_timeout_seconds if tls is not None else None,
             limit=READ_SIZE,
+            reuse_port=self._reuse_port,
         )
         logger.info("MLLP listener %s listening on port %d", self.config.name, self.bound_port)
 

@@ -2,13 +2,15 @@
 
 Collected at scrape time from the database (custom collectors), not counted in process
 memory: several API replicas share one database, and each answers with the same figures.
-Add an area's metrics by adding a collector factory to COLLECTORS.
+Add an area's metrics by adding a collector factory to COLLECTORS. The areas: case
+turnaround (here), the message log (metrics_messages), the job outbox (metrics_jobs) and
+the connectors (metrics_connectors).
 
 Every API call is authenticated, a scrape too: the scraper is a registered client with the
 role admin and a scope that allows searching Task (`system/Task.s`), whose access token it
 sends as a bearer token (Prometheus `authorization.credentials_file`, refreshed by a
 sidecar: the hub's tokens live minutes). No patient data and no case id is in a label:
-only program codes, priorities and quantiles.
+only program codes, priorities, quantiles, message types, job kinds and connector names.
 """
 
 from __future__ import annotations
@@ -23,8 +25,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
+from starlette.datastructures import State
 
-from hub.api.deps import HubState, authenticate, hub_state
+from hub.api.deps import HubState, authenticate
+from hub.api.metrics_connectors import ConnectorCollector
+from hub.api.metrics_jobs import JobCollector
+from hub.api.metrics_messages import MessageCollector
 from hub.api.turnaround import operations_caller
 from hub.security.principal import Principal
 from hub.workflow.turnaround import turnaround_figures
@@ -118,8 +124,16 @@ class TurnaroundCollector:
         ]
 
 
-COLLECTORS: tuple[Callable[[HubState], Collector], ...] = (TurnaroundCollector,)
-"""Each builds a collector for one scrape, on the app's state."""
+COLLECTORS: tuple[Callable[[State], Collector], ...] = (
+    lambda app: TurnaroundCollector(app.hub),
+    lambda app: MessageCollector(app.hub.sessions),
+    lambda app: JobCollector(app.hub.sessions),
+    lambda app: ConnectorCollector(
+        app.hub, getattr(app, "listeners", []), getattr(app, "storage_scp", None)
+    ),
+)
+"""Each builds a collector for one scrape, on the app's state (`app.state`: the HubState
+as `hub`, and the listeners this process runs)."""
 
 
 @router.get("/metrics", response_class=Response)
@@ -127,7 +141,7 @@ def metrics(request: Request, scraper: Scraper) -> Response:
     """Prometheus metrics, collected from the database now."""
     registry = CollectorRegistry()
     for make in COLLECTORS:
-        registry.register(make(hub_state(request)))
+        registry.register(make(request.app.state))
     # The format the scraper asks for: Prometheus text 0.0.4 by default, or OpenMetrics.
     encode, content_type = choose_encoder(request.headers.get("accept", ""))
     return Response(encode(registry), headers={"Content-Type": content_type})

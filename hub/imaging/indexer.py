@@ -93,11 +93,12 @@ class InstanceIndexer:
         batch_size: int = BATCH_SIZE,
         linger_seconds: float = LINGER_SECONDS,
         queue_size: int = QUEUE_SIZE,
+        folder: Path | None = None,  # accepted/<owner>/ when processes share the store
     ) -> None:
         self.importer = importer
         self.batch_size = batch_size
         self.linger_seconds = linger_seconds
-        self.folder = importer.store.root / ACCEPTED_FOLDER
+        self.folder = folder or importer.store.root / ACCEPTED_FOLDER
         self.folder.mkdir(parents=True, exist_ok=True)
         self._durable = importer.store.durable
         self._flush_on_accept = importer.store.durable and flush_before_success

@@ -1,4 +1,5 @@
-"""Runs outbox jobs: a thread in the embedded hub (`hub serve`), or `hub worker` processes.
+"""Runs outbox jobs: a thread in the embedded hub (`hub serve`), or `hub worker` processes
+that poll the database or take job ids from a broker (hub.jobs.dispatch: `run_job`).
 
 Handlers form a closed table (kind → handler). A handler does its work in the session it is
 given and marks the job done there, so the effect and `done` commit together. A handler that
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+import zlib
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub.jobs.outbox import LEASE_SECONDS, Job, claim_due, mark_failed
+from hub.jobs.outbox import LEASE_SECONDS, Job, claim_due, claim_job, mark_failed
 
 log = logging.getLogger("hub.jobs")
 
@@ -53,10 +56,17 @@ class JobWorker:
         poll_seconds: float = 0.5,
         lease_seconds: float = LEASE_SECONDS,
         batch_sizes: Mapping[str, int] | None = None,
+        serial_kinds: Collection[str] = (),
     ) -> None:
         self.sessions = sessions
         self.batch_sizes = dict(batch_sizes or {})
         """Kinds whose jobs run many to a transaction (one commit for all), and how many."""
+        self.serial_kinds = frozenset(serial_kinds)
+        """Kinds whose transactions never run at once, in this process or any other: each
+        takes a PostgreSQL advisory lock on its kind first (SQLite's write lock, taken at
+        BEGIN, serializes every transaction already). For handlers whose effects race when
+        run side by side: the mapping's conditional creates of one patient would make it
+        twice."""
         self.handlers = handlers
         self.poll_seconds = poll_seconds
         self.lease_seconds = lease_seconds
@@ -68,36 +78,64 @@ class JobWorker:
         """A job was just enqueued: look now rather than at the next poll."""
         self._wake.set()
 
-    def run_once(self) -> int:
+    def run_once(self, *, overdue_seconds: float = 0.0) -> int:
         """Run the oldest due job, or a batch of due jobs of a batched kind, in one
-        transaction (a savepoint each); returns how many ran (0: none was due)."""
+        transaction (a savepoint each); returns how many ran (0: none was due).
+
+        `overdue_seconds`: only jobs due for at least that long (a broker-fed worker's sweep).
+        """
         with self.sessions() as session:
-            jobs = claim_due(session, set(self.handlers), self.lease_seconds, self.batch_sizes)
-            failures: list[tuple[Job, Exception]] = []
-            for job in jobs:
-                handler = self.handlers[job.kind]
-                if isinstance(handler, OwnTransactions):  # never batched: one job
-                    session.close()
-                    try:
-                        handler.run(self.sessions, job)
-                    except Exception as exc:  # noqa: BLE001 - recorded on the job
-                        failures.append((job, exc))
-                    continue
-                savepoint = session.begin_nested()
+            jobs = claim_due(
+                session,
+                set(self.handlers),
+                self.lease_seconds,
+                self.batch_sizes,
+                overdue_seconds=overdue_seconds,
+            )
+            return self._run(session, jobs)
+
+    def run_job(self, job_id: int) -> int:
+        """Run this job if it is due and nobody holds it (with more due jobs of its kind if
+        the kind is batched), as `run_once` runs what it claims; returns how many ran.
+
+        0 for a job done, dead, leased by another worker or unknown: the broker's duplicate
+        or late messages are harmless."""
+        with self.sessions() as session:
+            jobs = claim_job(
+                session, job_id, set(self.handlers), self.lease_seconds, self.batch_sizes
+            )
+            return self._run(session, jobs)
+
+    def _run(self, session: Session, jobs: list[Job]) -> int:
+        """Run claimed jobs: the in-transaction ones in savepoints of `session`, committed
+        together; an OwnTransactions one on its own. Failures are recorded on the jobs."""
+        failures: list[tuple[Job, Exception]] = []
+        if jobs and jobs[0].kind in self.serial_kinds:
+            _serialize(session, jobs[0].kind)
+        for job in jobs:
+            handler = self.handlers[job.kind]
+            if isinstance(handler, OwnTransactions):  # never batched: one job
+                session.close()
                 try:
-                    handler(session, job)
-                    savepoint.commit()
-                except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job
-                    savepoint.rollback()
+                    handler.run(self.sessions, job)
+                except Exception as exc:  # noqa: BLE001 - recorded on the job
                     failures.append((job, exc))
+                continue
+            savepoint = session.begin_nested()
             try:
-                session.commit()
-            except Exception as lost:  # noqa: BLE001 - nothing of the batch was kept
-                session.rollback()
-                failures = [(job, lost) for job in jobs]
-            for job, error in failures:
-                self._record_failure(session, job, error)
-            return len(jobs)
+                handler(session, job)
+                savepoint.commit()
+            except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job
+                savepoint.rollback()
+                failures.append((job, exc))
+        try:
+            session.commit()
+        except Exception as lost:  # noqa: BLE001 - nothing of the batch was kept
+            session.rollback()
+            failures = [(job, lost) for job in jobs]
+        for job, error in failures:
+            self._record_failure(session, job, error)
+        return len(jobs)
 
     def _record_failure(self, session: Session, job: Job, exc: Exception) -> None:
         retryable = exc.retryable if isinstance(exc, JobFailed) else True
@@ -133,3 +171,10 @@ class JobWorker:
             if not busy:
                 self._wake.wait(self.poll_seconds)
                 self._wake.clear()
+
+
+def _serialize(session: Session, kind: str) -> None:
+    """Wait for, and hold until this transaction ends, the cluster-wide lock of `kind`."""
+    if session.get_bind().dialect.name == "postgresql":
+        key = zlib.crc32(f"hub.jobs:{kind}".encode())
+        session.execute(select(func.pg_advisory_xact_lock(key)))

@@ -12,6 +12,9 @@ wrote the previous group, with the same four statements whatever the group's siz
 one multi-row INSERT … ON CONFLICT DO NOTHING RETURNING (which also tells the duplicates
 apart), one INSERT of the mapping jobs, COMMIT. Small messages are parsed and answered on
 the event loop while the writer waits for the disk.
+
+Each message gets a correlation id at receipt (hub.logs), stored with it: the receipt line,
+the mapping job's lines and the resources' line all carry it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 from connectors.base import Envelope
 from hub.fhir.dates import utc_now
 from hub.jobs.outbox import enqueue_values
+from hub.logs import correlated, correlation_id, new_correlation_id
 from hub.messages.acceptance import rejection
 from hub.storage.tables import JobRow, MessageRow
 from mappings.hl7v2.ack import build_ack
@@ -78,9 +82,12 @@ class _Decision:
     job: bool
     key: _Key | None
     """None when the message has no control id: it cannot be a duplicate of anything."""
+    correlation_id: str
 
 
-_Pending = tuple["_Decision | Envelope", "asyncio.Future[bytes]"]
+_Undecided = tuple[Envelope, str]
+"""A large message, parsed on the writer thread, and its correlation id."""
+_Pending = tuple["_Decision | _Undecided", "asyncio.Future[bytes]"]
 
 
 class Hl7Intake:
@@ -103,10 +110,16 @@ class Hl7Intake:
 
         Raises what the database raised if the message could not be stored: then no ACK
         may leave, and the listener closes the connection.
+
+        Binds the message's correlation id in the caller's context and leaves it bound, so
+        that the listener's own lines about this message (the ACK sent) carry it too; the
+        next message on the connection binds its own.
         """
-        item: _Decision | Envelope = envelope
+        correlation = new_correlation_id()
+        correlation_id.set(correlation)
+        item: _Decision | _Undecided = (envelope, correlation)
         if len(envelope.payload) <= INLINE_DECIDE_BYTES:
-            item = _decide(envelope, None)
+            item = _decide(envelope, None, correlation)
         answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         with self._writer_lock:
             self._inbox.put((item, answer))
@@ -115,7 +128,15 @@ class Hl7Intake:
                     target=self._write_groups, name="hl7-intake", daemon=True
                 )
                 self._writer.start()
-        return await answer
+        try:
+            return await answer
+        except Exception as exc:
+            log.error(
+                "HL7 message received on %s not stored (%s): no ACK sent",
+                envelope.channel,
+                type(exc).__name__,
+            )
+            raise
 
     def close(self) -> None:
         """Let the writer thread commit and answer what it has been handed, then end it
@@ -135,12 +156,14 @@ class Hl7Intake:
         self, envelopes: list[Envelope], *, batch_id: str | None = None
     ) -> list[IntakeResult]:
         """Persist messages in one transaction; one result (ACK) each, in order."""
-        decisions = [_decide(envelope, batch_id) for envelope in envelopes]
+        decisions = [_decide(envelope, batch_id, new_correlation_id()) for envelope in envelopes]
         connection = self._connect()
         try:
-            return self._commit(connection, decisions)
+            results = self._commit(connection, decisions)
         finally:
             connection.close()
+        _log_receipts(decisions, results)
+        return results
 
     def _write_groups(self) -> None:
         """The writer thread: takes what has arrived, commits it as one group, answers.
@@ -155,13 +178,15 @@ class Hl7Intake:
                 group, stop = self._next_group()
                 if group:
                     outcome: list[IntakeResult] | Exception
+                    decisions: list[_Decision] = []
                     try:
                         if connection is None:
                             connection = self._connect()
-                        outcome = self._commit(
-                            connection,
-                            [i if isinstance(i, _Decision) else _decide(i, None) for i, _ in group],
-                        )
+                        decisions = [
+                            i if isinstance(i, _Decision) else _decide(i[0], None, i[1])
+                            for i, _ in group
+                        ]
+                        outcome = self._commit(connection, decisions)
                     except Exception as exc:  # noqa: BLE001 - no commit, so no ACK for any
                         log.error("message log unavailable: %s", type(exc).__name__)
                         if connection is not None:  # it may be broken: the next group opens another
@@ -170,6 +195,8 @@ class Hl7Intake:
                             connection = None
                         outcome = exc
                     _answer(group, outcome)
+                    if not isinstance(outcome, Exception):
+                        _log_receipts(decisions, outcome)
                 if stop:
                     return
         finally:
@@ -234,6 +261,43 @@ class Hl7Intake:
         return results
 
 
+def _log_receipts(decisions: Sequence[_Decision], results: Sequence[IntakeResult]) -> None:
+    """One line per message received: stored (or a duplicate), and its ACK; written after
+    the ACKs are handed over, so that the lines do not delay them."""
+    if log.isEnabledFor(logging.INFO):
+        for decision, result in zip(decisions, results, strict=True):
+            _log_receipt(decision, result)
+
+
+def _log_receipt(decision: _Decision, result: IntakeResult) -> None:
+    channel, control_id, message_type = (
+        decision.row[_CHANNEL],
+        decision.row[_CONTROL_ID],
+        decision.row[_TYPE],
+    )
+    ids = {"message_id": result.message_id, "control_id": control_id}
+    with correlated(decision.correlation_id):
+        if result.duplicate:
+            log.info(
+                "HL7 message received on %s: duplicate of message %d (control id %s), "
+                "first ACK sent again",
+                channel,
+                result.message_id,
+                control_id,
+                extra=ids,
+            )
+        else:
+            log.info(
+                "HL7 message received on %s: %s control id %s stored as message %d, ACK %s",
+                channel,
+                message_type or "(unparsed)",
+                control_id,
+                result.message_id,
+                decision.row[_ACK_CODE],
+                extra=ids,
+            )
+
+
 def _answer(group: list[_Pending], outcome: list[IntakeResult] | Exception) -> None:
     """Hand each waiting call its ACK (or the failure), on the event loop it waits on."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[bytes], bytes]]] = {}
@@ -284,6 +348,10 @@ _COLUMNS = (
     "control_id",
     "message_type",
     "version",
+    "correlation_id",
+)
+_CHANNEL, _ACK_CODE, _CONTROL_ID, _TYPE = (
+    _COLUMNS.index(name) for name in ("channel", "ack_code", "control_id", "message_type")
 )
 _SENDER_KEY = "sending_application, sending_facility, control_id"
 _JOB_COLUMNS = tuple(enqueue_values(MAP_JOB, "").keys())
@@ -408,8 +476,6 @@ def _write(
     repeats = Counter(result.message_id for result in results.values() if result.duplicate)
     if repeats:
         cursor.executemany(sql.count_duplicate, [(n, id_) for id_, n in repeats.items()])
-        for message_id in repeats:
-            log.info("duplicate of message %s re-acknowledged", message_id)
     return [results[index] for index in range(len(decisions))]
 
 
@@ -432,13 +498,13 @@ def _earlier(
 # --- what to store and answer ---------------------------------------------------------------
 
 
-def _decide(envelope: Envelope, batch_id: str | None) -> _Decision:
+def _decide(envelope: Envelope, batch_id: str | None, correlation: str) -> _Decision:
     try:
         message = parse_message(envelope.payload)
     except Hl7ParseError as exc:
         ack = build_ack(None, "AR", text=str(exc))
-        row = _row(envelope, "rejected", ack, "AR", str(exc), batch_id, _NO_HEADER)
-        return _Decision(row, ack, ack, False, None)
+        row = _row(envelope, "rejected", ack, "AR", str(exc), batch_id, _NO_HEADER, correlation)
+        return _Decision(row, ack, ack, False, None, correlation)
     enhanced = bool(message.msh.field(15) or message.msh.field(16))
     problem = rejection(message)
     if problem is None:
@@ -459,11 +525,12 @@ def _decide(envelope: Envelope, batch_id: str | None) -> _Decision:
         message.version[:16],
     )
     return _Decision(
-        _row(envelope, status, ack, code, error, batch_id, header),
+        _row(envelope, status, ack, code, error, batch_id, header, correlation),
         ack,
         _filtered(message, ack, code, enhanced),
         job,
         (application, facility, control_id) if control_id else None,
+        correlation,
     )
 
 
@@ -478,9 +545,10 @@ def _row(
     error: str | None,
     batch_id: str | None,
     header: tuple[str | None, str | None, str | None, str, str],
+    correlation: str,
 ) -> tuple[Any, ...]:
-    """The message log row, in the order of _COLUMNS; `header` holds the last five (MSH-3,
-    MSH-4, MSH-10, MSH-9 and MSH-12)."""
+    """The message log row, in the order of _COLUMNS; `header` holds MSH-3, MSH-4, MSH-10,
+    MSH-9 and MSH-12."""
     return (
         "in",
         envelope.channel,
@@ -494,6 +562,7 @@ def _row(
         0,
         batch_id,
         *header,
+        correlation,
     )
 
 

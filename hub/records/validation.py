@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import pickle
 import threading
 import time
@@ -23,6 +24,7 @@ from hub.fhir.validation import validate_resource
 
 log = logging.getLogger("hub.records")
 CHUNK = 100
+HUB_WATCH_SECONDS = 1.0
 JsonObject = dict[str, Any]
 
 _pool: ProcessPoolExecutor | None = None
@@ -52,8 +54,29 @@ def _worker_pool() -> ProcessPoolExecutor:
             # forkserver, not fork: the hub's process has threads (the job worker, MLLP).
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(["hub.records.validation"])
-            _pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+            _pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=context,
+                initializer=_exit_with,
+                initargs=(os.getpid(),),
+            )
         return _pool
+
+
+def _exit_with(hub_pid: int) -> None:
+    """In the worker process: end it once the hub's process is gone. A hub killed (kill -9,
+    the OOM killer) cannot shut its pool down, and the worker, its forkserver and resource
+    tracker would otherwise live on as orphans, each crash adding three."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(HUB_WATCH_SECONDS)
+            try:
+                os.kill(hub_pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-hub", daemon=True).start()
 
 
 class Validation:

@@ -146,8 +146,12 @@ class MessageRow(Base):
     """JSON list of the references of the FHIR resources the message produced."""
     duplicates: Mapped[int] = mapped_column(Integer, default=0)
     batch_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    correlation_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The id on every log line about this message, from receipt to the resources it made."""
 
     __table_args__ = (
+        # Covering the metrics' count by type and outcome (hub.api.metrics_messages).
+        Index("ix_message_log_counts", "direction", "message_type", "status", "ack_code"),
         # The same sender never has two messages with one control id (HL7 v2 §2.10.1):
         # a second arrival is a duplicate, re-ACKed and not processed again.
         Index(
@@ -180,7 +184,11 @@ class JobRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
 
-    __table_args__ = (Index("ix_job_due", "status", "run_after"),)
+    __table_args__ = (
+        Index("ix_job_due", "status", "run_after"),
+        # The metrics' latency of recently finished jobs (hub.api.metrics_jobs).
+        Index("ix_job_finished", "status", "updated_at", "kind"),
+    )
 
 
 class DicomTransferRow(Base):
