@@ -140,7 +140,7 @@ def mapping_rate(workers: int, messages: int) -> dict[str, Any]:
         with sessions.begin() as session:
             session.execute(update(JobRow).values(run_after=utc_now() + timedelta(days=1)))
         env = hub_env(url, folder)
-        commands = [([str(HUB), "worker"], env) for _ in range(workers)]
+        commands = [([str(HUB), "worker", "--log-level", "warning"], env) for _ in range(workers)]
         with processes(commands) as running:
             time.sleep(8)  # each worker imported and polling (not measured)
             for process in running:
@@ -191,6 +191,7 @@ def ingest_rate(replicas: int, per_sender: int) -> dict[str, Any]:
             url,
             folder,
             embedded_worker="false",
+            worker_runs_listeners="true",  # each replica binds the port with SO_REUSEPORT
             mllp_listeners=json.dumps([{"name": "bench", "port": port}]),
         )
         commands = [

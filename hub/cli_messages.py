@@ -138,7 +138,6 @@ def worker(
     from hub.logs import configure_logging
     from hub.runtime import (
         BATCH_SIZES,
-        SERIAL_KINDS,
         ProtocolListeners,
         job_handlers,
         job_publisher,
@@ -158,7 +157,6 @@ def worker(
         job_handlers(settings),
         lease_seconds=settings.job_lease_seconds,
         batch_sizes=BATCH_SIZES,
-        serial_kinds=SERIAL_KINDS,
     )
     publisher = job_publisher(settings, sessions)
     with contextlib.ExitStack() as running:

@@ -53,10 +53,6 @@ log = logging.getLogger("hub.runtime")
 
 # Mapping jobs run 25 to a transaction: one commit (an fsync) for all, not one each.
 BATCH_SIZES = {MAP_JOB: 25}
-# Mapping transactions run one at a time across the cluster (hub.jobs.worker): two mapping
-# the same patient's messages at once would both create the Patient (If-None-Exist sees
-# neither's uncommitted row).
-SERIAL_KINDS = frozenset({MAP_JOB})
 
 
 def job_handlers(settings: Settings) -> dict[str, JobHandler]:
@@ -105,7 +101,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             job_handlers(settings),
             lease_seconds=settings.job_lease_seconds,
             batch_sizes=BATCH_SIZES,
-            serial_kinds=SERIAL_KINDS,
         )
         if settings.embedded_worker
         else None

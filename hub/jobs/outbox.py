@@ -6,19 +6,22 @@ run it at once; a worker that dies leaves a lease that runs out, and the job is 
 On PostgreSQL the candidates are read FOR UPDATE SKIP LOCKED: claimers working at once
 (several `hub worker`s) take different rows instead of waiting on (or deadlocking over)
 each other's; SQLite has one writer at a time and no such clause.
+Jobs given a partition key (the HL7 mapping: one per patient) run one at a time and in
+job id order within their partition, partitions side by side (`_Claim`).
 Jobs must be idempotent: one may run again after a crash between its effect and `done`.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+import zlib
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Row, Select, func, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from hub.fhir.dates import utc_now
 from hub.storage.tables import JobRow
@@ -35,6 +38,7 @@ class Job:
     subject: str
     attempts: int
     max_attempts: int
+    partition_key: str | None = None
 
 
 def enqueue(
@@ -44,17 +48,33 @@ def enqueue(
     *,
     max_attempts: int = 8,
     run_after: datetime | None = None,
+    partition_key: str | None = None,
 ) -> JobRow:
     """Record a job in the caller's transaction: it exists only if the cause commits."""
-    row = JobRow(**enqueue_values(kind, subject, max_attempts=max_attempts, run_after=run_after))
+    row = JobRow(
+        **enqueue_values(
+            kind,
+            subject,
+            max_attempts=max_attempts,
+            run_after=run_after,
+            partition_key=partition_key,
+        )
+    )
     session.add(row)
     return row
 
 
 def enqueue_values(
-    kind: str, subject: str, *, max_attempts: int = 8, run_after: datetime | None = None
+    kind: str,
+    subject: str,
+    *,
+    max_attempts: int = 8,
+    run_after: datetime | None = None,
+    partition_key: str | None = None,
 ) -> dict[str, Any]:
-    """The column values of a new job (for a Core insert on a hot path)."""
+    """The column values of a new job (for a Core insert on a hot path).
+
+    `partition_key`: the jobs of one kind and key run one at a time, in job id order."""
     now = utc_now()
     return {
         "kind": kind,
@@ -65,6 +85,7 @@ def enqueue_values(
         "run_after": run_after or now,
         "created_at": now,
         "updated_at": now,
+        "partition_key": partition_key,
     }
 
 
@@ -82,16 +103,18 @@ def claim_due(
     The lease outlives any run of a job; if the worker dies, the jobs are claimed again when
     it runs out. `overdue_seconds` > 0 takes only jobs due for at least that long: the
     sweep of a broker-fed worker, which leaves fresh jobs to their broker messages.
+    A partitioned job is taken only as its partition's next (`_Claim`).
     """
-    now = utc_now()
-    due = _due(now, kinds, overdue_seconds)
-    candidates = session.execute(due.limit(8).with_for_update(skip_locked=True)).all()
+    claim = _Claim(session, lease_seconds, batch_sizes)
+    due = claim.due(kinds, overdue_seconds)
+    candidates = claim.read(due.limit(8))
     if candidates:
-        size = (batch_sizes or {}).get(candidates[0].kind, 1)
+        size = claim.size(candidates[0].kind)
         if size > 1:
-            same_kind = due.where(JobRow.kind == candidates[0].kind).limit(size)
-            candidates = session.execute(same_kind.with_for_update(skip_locked=True)).all()
-    return _claim(session, now, candidates, lease_seconds, batch_sizes)
+            candidates = claim.read(due.where(JobRow.kind == candidates[0].kind).limit(size))
+    claim.lease(candidates)
+    claim.fill(overdue_seconds)
+    return claim.commit()
 
 
 def claim_job(
@@ -105,23 +128,157 @@ def claim_job(
     more due jobs of that kind up to it; commits the claim.
 
     [] when the job is done, dead, not yet due, leased by another worker or unknown: a
-    broker message delivered twice, late or for a rolled-back job does nothing.
+    broker message delivered twice, late or for a rolled-back job does nothing. A due job
+    that must wait for its partition's earlier jobs is not taken; due jobs of its kind
+    are, as `claim_due` takes them, so that the message still moves its kind's queue on.
     """
-    now = utc_now()
-    claimable = _claimable(now)
-    query = select(JobRow.job_id, JobRow.kind).where(JobRow.job_id == job_id, claimable)
+    claim = _Claim(session, lease_seconds, batch_sizes)
+    query = select(JobRow.job_id, JobRow.kind, JobRow.partition_key).where(
+        JobRow.job_id == job_id, _claimable(claim.now)
+    )
     if kinds:
         query = query.where(JobRow.kind.in_(kinds))
-    first = session.execute(query.with_for_update(skip_locked=True)).first()
-    if first is None:
+    first = claim.read(query)
+    if not first:
         session.rollback()
         return []
-    candidates = [first]
-    size = (batch_sizes or {}).get(first.kind, 1)
-    if size > 1:
-        more = _due(now, {first.kind}, 0.0).where(JobRow.job_id != job_id)
-        candidates += session.execute(more.limit(size - 1).with_for_update(skip_locked=True)).all()
-    return _claim(session, now, candidates, lease_seconds, batch_sizes)
+    kind, candidates = first[0].kind, first
+    if first[0].partition_key is not None:  # read again, under the claim lock
+        candidates = claim.read(query.where(claim.partition_free()))
+    if claim.size(kind) > len(candidates):
+        more = claim.due({kind}, 0.0).where(JobRow.job_id != job_id)
+        candidates += claim.read(more.limit(claim.size(kind) - len(candidates)))
+    claim.lease(candidates)
+    claim.fill(0.0)
+    return claim.commit()
+
+
+_CLAIM_LOCK = zlib.crc32(b"hub.jobs:partitioned-claims")
+"""The PostgreSQL advisory lock that claims of partitioned jobs hold until they commit."""
+
+_Candidate = Row[int, str, str | None]
+_Candidates = Select[int, str, str | None]
+
+
+class _Claim:
+    """One claim transaction: reads candidates, leases them, commits.
+
+    Partitions. A job with a `partition_key` is claimable only as the next of its partition
+    (same kind and key): no job of the partition is running on a live lease, and none older
+    (by job id) is pending or running. So a partition's jobs run one at a time and in job id
+    order (arrival order), while other partitions run side by side: the guarantee the
+    mapping needs (two messages of one patient mapped at once would both create the
+    Patient; mapped out of order, an older result would overwrite a newer one). An older
+    job waiting out a retry's backoff holds its partition's later jobs back; a dead one
+    does not; a killed worker's job frees its partition when its lease runs out (it is
+    then the partition's next, and is taken again first). One claim may take several jobs
+    of a partition (`fill`): they run in that order in the one batch transaction.
+
+    That test reads other rows than those it locks, so two claimers must not make it at
+    once: on PostgreSQL a claim that meets partitioned jobs takes a transaction-scoped
+    advisory lock and reads again (under READ COMMITTED the new statement sees every claim
+    committed before); claims, milliseconds long, take turns, the runs do not. SQLite's
+    transactions take the write lock at BEGIN, one at a time already.
+    """
+
+    def __init__(
+        self, session: Session, lease_seconds: float, batch_sizes: Mapping[str, int] | None
+    ) -> None:
+        self.session = session
+        self.now = utc_now()
+        self.lease_until = self.now + timedelta(seconds=lease_seconds)
+        self.batch_sizes = batch_sizes or {}
+        self.serialized = False
+        self.taken: list[int] = []
+        self.partitions: set[str] = set()
+        self.kind = ""
+
+    def size(self, kind: str) -> int:
+        return self.batch_sizes.get(kind, 1)
+
+    def due(self, kinds: Collection[str] | None, overdue_seconds: float) -> _Candidates:
+        """Claimable jobs that are their partition's next (or have none), oldest due first."""
+        due = select(JobRow.job_id, JobRow.kind, JobRow.partition_key).where(
+            _claimable(self.now, overdue_seconds), self.partition_free()
+        )
+        if kinds:
+            due = due.where(JobRow.kind.in_(kinds))
+        return due.order_by(JobRow.run_after, JobRow.job_id)
+
+    def partition_free(self) -> ColumnElement[bool]:
+        """No partition, or no other job of it running on a live lease or older and
+        unfinished; the jobs this claim took do not count (the fill's next ones follow)."""
+        other = aliased(JobRow)
+        blocking = select(other.job_id).where(
+            other.kind == JobRow.kind,
+            other.partition_key == JobRow.partition_key,
+            or_(
+                (other.status == "running") & (other.lease_until >= self.now),
+                (other.job_id < JobRow.job_id) & other.status.in_(("pending", "running")),
+            ),
+        )
+        if self.taken:
+            blocking = blocking.where(other.job_id.not_in(self.taken))
+        return JobRow.partition_key.is_(None) | ~blocking.exists()
+
+    def read(self, query: _Candidates) -> list[_Candidate]:
+        """The rows of `query`, locked (skipping rows other claimers hold); read again under
+        the claim lock if any is partitioned and the lock is not held yet."""
+        locked = query.with_for_update(skip_locked=True)
+        rows: list[_Candidate] = list(self.session.execute(locked).all())
+        if not self.serialized and any(row.partition_key is not None for row in rows):
+            self.serialized = True
+            if self.session.get_bind().dialect.name == "postgresql":
+                self.session.execute(select(func.pg_advisory_xact_lock(_CLAIM_LOCK)))
+                rows = list(self.session.execute(locked).all())
+        return rows
+
+    def lease(self, candidates: Sequence[_Candidate]) -> None:
+        """Lease the candidates of the first one's kind by conditional UPDATEs (a job
+        another worker took meanwhile is skipped), up to the kind's batch size."""
+        for job_id, kind, partition_key in candidates:
+            if self.taken and (kind != self.kind or len(self.taken) >= self.size(kind)):
+                break
+            taken = self.session.execute(
+                update(JobRow)
+                .where(JobRow.job_id == job_id, _claimable(self.now))
+                .values(
+                    status="running",
+                    attempts=JobRow.attempts + 1,
+                    lease_until=self.lease_until,
+                    updated_at=self.now,
+                )
+            )
+            if taken.rowcount == 1:  # type: ignore[attr-defined]
+                self.kind = kind
+                self.taken.append(job_id)
+                if partition_key is not None:
+                    self.partitions.add(partition_key)
+
+    def fill(self, overdue_seconds: float) -> None:
+        """Fill the batch with the next jobs of the partitions taken, one round each: a
+        partition's jobs join in job id order, and so run in it."""
+        while self.partitions and len(self.taken) < self.size(self.kind):
+            before = len(self.taken)
+            due = self.due({self.kind}, overdue_seconds).where(
+                JobRow.partition_key.in_(self.partitions), JobRow.job_id.not_in(self.taken)
+            )
+            self.lease(self.read(due.limit(self.size(self.kind) - before)))
+            if len(self.taken) == before:
+                return
+
+    def commit(self) -> list[Job]:
+        """Commit the leases; the jobs taken, in the order they are to run."""
+        if not self.taken:
+            self.session.rollback()
+            return []
+        self.session.commit()
+        rows = self.session.scalars(select(JobRow).where(JobRow.job_id.in_(self.taken))).all()
+        jobs = {
+            r.job_id: Job(r.job_id, r.kind, r.subject, r.attempts, r.max_attempts, r.partition_key)
+            for r in rows
+        }
+        return [jobs[job_id] for job_id in self.taken]
 
 
 def _claimable(now: datetime, overdue_seconds: float = 0.0) -> ColumnElement[bool]:
@@ -133,56 +290,24 @@ def _claimable(now: datetime, overdue_seconds: float = 0.0) -> ColumnElement[boo
     )
 
 
-def _due(now: datetime, kinds: set[str] | None, overdue_seconds: float) -> Select[int, str]:
-    """Claimable jobs, oldest due first."""
-    due = select(JobRow.job_id, JobRow.kind).where(_claimable(now, overdue_seconds))
-    if kinds:
-        due = due.where(JobRow.kind.in_(kinds))
-    return due.order_by(JobRow.run_after, JobRow.job_id)
-
-
-def _claim(
-    session: Session,
-    now: datetime,
-    candidates: Sequence[Row[int, str]],
-    lease_seconds: float,
-    batch_sizes: Mapping[str, int] | None,
-) -> list[Job]:
-    """Lease the candidates of the first one's kind by conditional UPDATEs (a job another
-    worker took meanwhile is skipped), up to the kind's batch size; commit the claim."""
-    claimed: list[int] = []
-    for job_id, kind in candidates:
-        if claimed and kind != candidates[0].kind:
-            break
-        taken = session.execute(
-            update(JobRow)
-            .where(JobRow.job_id == job_id, _claimable(now))
-            .values(
-                status="running",
-                attempts=JobRow.attempts + 1,
-                lease_until=now + timedelta(seconds=lease_seconds),
-                updated_at=now,
-            )
-        )
-        if taken.rowcount == 1:  # type: ignore[attr-defined]
-            claimed.append(job_id)
-            if (batch_sizes or {}).get(kind, 1) <= len(claimed):
-                break
-    if not claimed:
-        session.rollback()
-        return []
-    session.commit()
-    rows = session.scalars(select(JobRow).where(JobRow.job_id.in_(claimed))).all()
-    jobs = {r.job_id: Job(r.job_id, r.kind, r.subject, r.attempts, r.max_attempts) for r in rows}
-    return [jobs[job_id] for job_id in claimed]
-
-
 def mark_done(session: Session, job: Job) -> None:
     """In the transaction that holds the job's effect: the job is done with it."""
     session.execute(
         update(JobRow)
         .where(JobRow.job_id == job.job_id)
         .values(status="done", lease_until=None, last_error=None, updated_at=utc_now())
+    )
+
+
+def release(session: Session, jobs: Sequence[Job]) -> None:
+    """Give claimed jobs back unrun: pending again, the attempt not counted (a batch's
+    later jobs of a partition whose earlier job failed: they wait for its retry)."""
+    session.execute(
+        update(JobRow)
+        .where(JobRow.job_id.in_([job.job_id for job in jobs]), JobRow.status == "running")
+        .values(
+            status="pending", attempts=JobRow.attempts - 1, lease_until=None, updated_at=utc_now()
+        )
     )
 
 

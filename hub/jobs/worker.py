@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import zlib
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub.jobs.outbox import LEASE_SECONDS, Job, claim_due, claim_job, mark_failed
+from hub.jobs.outbox import LEASE_SECONDS, Job, claim_due, claim_job, mark_failed, release
 
 log = logging.getLogger("hub.jobs")
 
@@ -56,17 +54,10 @@ class JobWorker:
         poll_seconds: float = 0.5,
         lease_seconds: float = LEASE_SECONDS,
         batch_sizes: Mapping[str, int] | None = None,
-        serial_kinds: Collection[str] = (),
     ) -> None:
         self.sessions = sessions
         self.batch_sizes = dict(batch_sizes or {})
         """Kinds whose jobs run many to a transaction (one commit for all), and how many."""
-        self.serial_kinds = frozenset(serial_kinds)
-        """Kinds whose transactions never run at once, in this process or any other: each
-        takes a PostgreSQL advisory lock on its kind first (SQLite's write lock, taken at
-        BEGIN, serializes every transaction already). For handlers whose effects race when
-        run side by side: the mapping's conditional creates of one patient would make it
-        twice."""
         self.handlers = handlers
         self.poll_seconds = poll_seconds
         self.lease_seconds = lease_seconds
@@ -108,11 +99,17 @@ class JobWorker:
 
     def _run(self, session: Session, jobs: list[Job]) -> int:
         """Run claimed jobs: the in-transaction ones in savepoints of `session`, committed
-        together; an OwnTransactions one on its own. Failures are recorded on the jobs."""
+        together; an OwnTransactions one on its own. Failures are recorded on the jobs.
+
+        A partition's jobs run in order (hub.jobs.outbox): after one fails, the batch's
+        later jobs of its partition are given back unrun, to wait for its retry."""
         failures: list[tuple[Job, Exception]] = []
-        if jobs and jobs[0].kind in self.serial_kinds:
-            _serialize(session, jobs[0].kind)
+        held_back: list[Job] = []
+        failed_partitions: set[str] = set()
         for job in jobs:
+            if job.partition_key is not None and job.partition_key in failed_partitions:
+                held_back.append(job)
+                continue
             handler = self.handlers[job.kind]
             if isinstance(handler, OwnTransactions):  # never batched: one job
                 session.close()
@@ -128,14 +125,19 @@ class JobWorker:
             except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job
                 savepoint.rollback()
                 failures.append((job, exc))
+                if job.partition_key is not None:
+                    failed_partitions.add(job.partition_key)
         try:
             session.commit()
         except Exception as lost:  # noqa: BLE001 - nothing of the batch was kept
             session.rollback()
-            failures = [(job, lost) for job in jobs]
+            failures, held_back = [(job, lost) for job in jobs], []
         for job, error in failures:
             self._record_failure(session, job, error)
-        return len(jobs)
+        if held_back:
+            release(session, held_back)
+            session.commit()
+        return len(jobs) - len(held_back)
 
     def _record_failure(self, session: Session, job: Job, exc: Exception) -> None:
         retryable = exc.retryable if isinstance(exc, JobFailed) else True
@@ -171,10 +173,3 @@ class JobWorker:
             if not busy:
                 self._wake.wait(self.poll_seconds)
                 self._wake.clear()
-
-
-def _serialize(session: Session, kind: str) -> None:
-    """Wait for, and hold until this transaction ends, the cluster-wide lock of `kind`."""
-    if session.get_bind().dialect.name == "postgresql":
-        key = zlib.crc32(f"hub.jobs:{kind}".encode())
-        session.execute(select(func.pg_advisory_xact_lock(key)))

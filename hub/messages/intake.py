@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import queue
 import threading
@@ -80,6 +81,8 @@ class _Decision:
     answer: bytes
     """The ACK to send now (b"" where enhanced mode asks for none)."""
     job: bool
+    partition: str | None
+    """The mapping job's partition key (`patient_partition`)."""
     key: _Key | None
     """None when the message has no control id: it cannot be a duplicate of anything."""
     correlation_id: str
@@ -409,16 +412,16 @@ class _Statements:
             values[index] = convert(values[index])
         return values
 
-    def job_rows(self, message_ids: Sequence[int]) -> list[list[Any]]:
-        """A mapping job for each message, all due now."""
+    def job_rows(self, jobs: Sequence[tuple[int, str | None]]) -> list[list[Any]]:
+        """A mapping job for each (message id, partition key), all due now."""
         template = list(enqueue_values(MAP_JOB, "").values())
         for index, convert in self._job_converters:
             template[index] = convert(template[index])
-        subject = _JOB_COLUMNS.index("subject")
+        subject, partition = _JOB_COLUMNS.index("subject"), _JOB_COLUMNS.index("partition_key")
         rows = []
-        for message_id in message_ids:
+        for message_id, partition_key in jobs:
             row = template.copy()
-            row[subject] = str(message_id)
+            row[subject], row[partition] = str(message_id), partition_key
             rows.append(row)
         return rows
 
@@ -467,7 +470,7 @@ def _write(
         ack = original.ack if original.duplicate else decisions[first].ack
         results[index] = IntakeResult(ack, original.message_id, duplicate=True)
     jobs = [
-        result.message_id
+        (result.message_id, decisions[index].partition)
         for index, result in sorted(results.items())
         if decisions[index].job and not result.duplicate
     ]
@@ -504,7 +507,7 @@ def _decide(envelope: Envelope, batch_id: str | None, correlation: str) -> _Deci
     except Hl7ParseError as exc:
         ack = build_ack(None, "AR", text=str(exc))
         row = _row(envelope, "rejected", ack, "AR", str(exc), batch_id, _NO_HEADER, correlation)
-        return _Decision(row, ack, ack, False, None, correlation)
+        return _Decision(row, ack, ack, False, None, None, correlation)
     enhanced = bool(message.msh.field(15) or message.msh.field(16))
     problem = rejection(message)
     if problem is None:
@@ -529,12 +532,35 @@ def _decide(envelope: Envelope, batch_id: str | None, correlation: str) -> _Deci
         ack,
         _filtered(message, ack, code, enhanced),
         job,
+        patient_partition(message) if job else None,
         (application, facility, control_id) if control_id else None,
         correlation,
     )
 
 
 _NO_HEADER = (None, None, None, "", "")
+
+
+def patient_partition(message: Message) -> str:
+    """The mapping job's partition key: a hash (no PHI in the job table) of the patient's
+    identity, PID-3's first repetition (CX.1 ID number, CX.4 assigning authority), else of
+    the sender (MSH-3, MSH-4), so that one sender's unidentified messages stay in order.
+
+    The jobs of one partition are mapped one at a time, in arrival order (hub.jobs.outbox):
+    two messages of one patient mapped at once would both create the Patient."""
+    pid = message.first("PID")
+    identity = pid.repetitions(3)[:1] if pid is not None else []
+    if identity:
+        components = identity[0].split(message.delimiters.component)
+        number = components[0]
+        authority = components[3] if len(components) > 3 else ""
+        if number:
+            return _hash("patient", number, authority)
+    return _hash("sender", *message.sender)
+
+
+def _hash(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
 
 def _row(

@@ -13,11 +13,12 @@ from sqlalchemy.orm import Session
 from hub.errors import Conflict, InvalidRequest, NotFound
 from hub.fhir.dates import date_range, instant
 from hub.jobs.outbox import enqueue
-from hub.messages.intake import MAP_JOB
+from hub.messages.intake import MAP_JOB, patient_partition
 from hub.security.audit import audit_event, write_audit_event
 from hub.security.principal import Principal
 from hub.storage.repository import ResourceRepository
 from hub.storage.tables import MessageRow
+from mappings.hl7v2.tokenizer import parse_message
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,8 @@ def replay_message(session: Session, message_id: int) -> MessageRow:
             "inbound messages can be mapped again."
         )
     row.status = "accepted"
-    enqueue(session, MAP_JOB, str(row.message_id))
+    partition = patient_partition(parse_message(row.raw))  # in order with the patient's others
+    enqueue(session, MAP_JOB, str(row.message_id), partition_key=partition)
     return row
 
 

@@ -183,9 +183,14 @@ class JobRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    partition_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """Jobs of one kind and key run one at a time, oldest first (hub.jobs.outbox); None
+    for jobs that may run in any order, side by side."""
 
     __table_args__ = (
         Index("ix_job_due", "status", "run_after"),
+        # The claim's test "is another job of this partition running or older?".
+        Index("ix_job_partition", "kind", "partition_key", "status"),
         # The metrics' latency of recently finished jobs (hub.api.metrics_jobs).
         Index("ix_job_finished", "status", "updated_at", "kind"),
     )

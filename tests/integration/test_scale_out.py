@@ -34,14 +34,17 @@ pytestmark = pytest.mark.integration
 
 SYSTEM_REDIS = ("127.0.0.1", 6379)
 ORUS = 20
+PATIENTS = 4
 NO_SWEEP = "600"  # the workers' sweep stays out of the way: the broker must do the work
 
 
 def oru(tag: str, number: int) -> bytes:
-    """A CBC result with two OBX: two Observations when mapped once."""
+    """A CBC result with two OBX: two Observations when mapped once. Of PATIENTS patients,
+    taken in turn: each has several messages, which the two workers would map at once if
+    the partitions did not keep them apart (each would create the Patient)."""
     return (
         f"MSH|^~\\&|LAB|ST-MARY|HUB|SOH|20261101120000||ORU^R01^ORU_R01|{tag}-{number}|P|2.5.1\r"
-        "PID|1||MRN-SO^^^ST-MARY^MR||Scaleout^Sam||20160101|M\r"
+        f"PID|1||MRN-SO{number % PATIENTS}^^^ST-MARY^MR||Scaleout^Sam||20160101|M\r"
         f"OBR|1|PL-{tag}{number}|FI-{tag}{number}|58410-2^CBC panel^LN|||20261101080000\r"
         "OBX|1|NM|718-7^Hemoglobin^LN||9.1|g/dL^^UCUM|11.5-15.5|L|||F\r"
         "OBX|2|NM|6690-2^WBC^LN||1.2|10*3/uL^^UCUM|4.5-13.5|L|||F\r"
@@ -114,6 +117,11 @@ def every_job_done(engine: Engine) -> bool:
     return all(status == "done" for _, status in job_counts(engine))
 
 
+def patients(engine: Engine) -> int:
+    with Session(engine) as session:
+        return session.scalar(select(func.count()).where(ResourceRow.res_type == "Patient")) or 0
+
+
 def observations(engine: Engine) -> int:
     with Session(engine) as session:
         return (
@@ -149,13 +157,16 @@ def test_two_workers_run_each_announced_job_exactly_once(
         # 2. Jobs enqueued in a session (the API's and the handlers' path): by id (run_job).
         stored = Hl7Intake(sessions).receive_many([envelope(oru("ID", n)) for n in range(ORUS)])
         with sessions() as session:  # their intake jobs replaced by jobs enqueued here
-            session.execute(
-                delete(JobRow).where(
-                    JobRow.subject.in_([str(result.message_id) for result in stored])
-                )
+            keys = dict(
+                session.execute(
+                    delete(JobRow)
+                    .where(JobRow.subject.in_([str(result.message_id) for result in stored]))
+                    .returning(JobRow.subject, JobRow.partition_key)
+                ).all()
             )
             for result in stored:
-                enqueue(session, MAP_JOB, str(result.message_id))
+                subject = str(result.message_id)
+                enqueue(session, MAP_JOB, subject, partition_key=keys[subject])
             session.commit()
 
         wait_for(lambda: every_job_done(engine), "every job done", every=0.1)
@@ -171,6 +182,7 @@ def test_two_workers_run_each_announced_job_exactly_once(
         assert statuses == {"mapped"}, errors
         assert len(control_ids) == len(set(control_ids)) == 2 * ORUS
         assert observations(engine) == 2 * 2 * ORUS  # two OBX each, none mapped twice
+        assert patients(engine) == PATIENTS  # one per MRN: never created twice at once
 
         # 3. Messages naming jobs already done (a redelivery, a duplicate publish): nothing.
         publisher.publish([job_id for job_id, _ in attempts[:5]])
@@ -248,5 +260,6 @@ def test_two_workers_running_the_listeners_share_their_ports(
         )
         assert statuses == {"mapped"}
         assert observations(engine) == 2 * 25
+        assert patients(engine) == PATIENTS
     finally:
         engine.dispose()
