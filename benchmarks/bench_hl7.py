@@ -79,20 +79,25 @@ async def _send_all(port: int, messages: list[bytes], ready: Callable[[], None])
 def _sender(port: int, messages: list[bytes], ready: Any, start: Any, finished: Any) -> None:
     """One sender process: its own connection, its messages one by one, each ACKed."""
 
+    cpu_at_start = 0.0
+
     def connected() -> None:
+        nonlocal cpu_at_start
         ready.release()
         start.wait()
+        cpu_at_start = time.process_time()
 
     acked = 0
     try:
         asyncio.run(_send_all(port, messages, connected))
         acked = len(messages) - 1
     finally:
-        finished.put(acked)
+        finished.put((acked, time.process_time() - cpu_at_start))
 
 
-def _senders(port: int, senders: int, per_sender: int, offset: int) -> float:
-    """Messages ACKed per second, from `senders` processes sending at once.
+def _senders(port: int, senders: int, per_sender: int, offset: int) -> tuple[float, float]:
+    """Messages ACKed per second, from `senders` processes sending at once, and the CPU
+    seconds the senders spent meanwhile (their own share of the machine).
 
     Processes, not tasks in this one: real senders are separate systems, and a shared
     interpreter would add its own queueing to the hub's round trips. The clock runs from
@@ -123,15 +128,16 @@ def _senders(port: int, senders: int, per_sender: int, offset: int) -> float:
         start.set()
         # Each sender reports when its last message is ACKed (not when it has exited,
         # which takes a spawned interpreter long enough to skew the figure).
-        acked = sum(int(finished.get(timeout=600)) for _ in processes)
+        reports = [finished.get(timeout=600) for _ in processes]
         elapsed = time.perf_counter() - started
     finally:
         for process in processes:
             process.join(30)
             if process.is_alive():
                 process.kill()
+    acked = sum(int(report[0]) for report in reports)
     assert acked == senders * per_sender, "a message was not ACKed"
-    return acked / elapsed
+    return acked / elapsed, sum(float(report[1]) for report in reports)
 
 
 def mllp_ingest(per_sender: int) -> tuple[dict[str, float], float]:
@@ -156,7 +162,7 @@ def mllp_ingest(per_sender: int) -> tuple[dict[str, float], float]:
                 time.sleep(0.1)
         _senders(port, 4, 50, 0)  # warm-up: first connections, caches, the writer thread
         figures = {
-            f"{senders} sender(s)": _senders(port, senders, per_sender, senders * 10**6)
+            f"{senders} sender(s)": _senders(port, senders, per_sender, senders * 10**6)[0]
             for senders in (1, 4)
         }
         return figures, _peak_rss_mib(server.pid)

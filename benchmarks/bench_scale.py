@@ -4,6 +4,8 @@ Issue #10, "Done when": the hub with 2 workers on PostgreSQL reaches at least 1.
 single-worker ingest and mapping rates. Each figure runs on a fresh database of the
 PostgreSQL server on loopback (scripts/ensure_postgres.sh), created and dropped here.
 
+Each figure is the median of `--rounds` runs (3), every round shown beside it.
+
 (m) Mapping: the intake persists `--messages` ORU^R01 (15 OBX, 200 children) with their
     mapping jobs; then 1, and on another database 2, `hub worker` processes (polling the
     outbox, no broker) map and store them all. The clock runs from the workers' start to
@@ -14,6 +16,12 @@ PostgreSQL server on loopback (scripts/ensure_postgres.sh), created and dropped 
     previous is ACKed, to 1, then 2, `hub serve` replicas (job worker off: ingest alone)
     sharing one MLLP port (SO_REUSEPORT: the kernel spreads the connections). msgs/s ACKed,
     and each replica's peak RSS.
+
+For (i) the CPU time of each party is counted over the measured run (the kernel's figures:
+the replicas, every PostgreSQL process, the senders), and the machine's ceiling for ingest
+is worked out from it: its cores divided by the CPU one message costs. Ingest is CPU-bound
+on a small machine: when 1.6 times the single replica's rate is above that ceiling, no
+number of replicas on this machine can reach it; they need cores of their own.
 
 Every result is checked (every message stored once and mapped, no job dead); a wrong one
 exits non-zero. The machine has as many cores as the table's heading says: the workers, the
@@ -31,9 +39,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -149,12 +158,15 @@ def mapping_rate(workers: int, messages: int) -> dict[str, Any]:
             with sessions.begin() as session:
                 session.execute(update(JobRow).values(run_after=utc_now()))
             started = time.perf_counter()
+            workers_before, database_before = _cpu_seconds(running), _postgres_cpu_seconds()
             deadline = time.monotonic() + RUN_GUARD_SECONDS
             while (left := _jobs_left(sessions))[0]:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{left[0]} mapping jobs left after the guard")
                 time.sleep(0.05)
             seconds = time.perf_counter() - started
+            workers_cpu = _cpu_seconds(running) - workers_before
+            database_cpu = _postgres_cpu_seconds() - database_before
             rss = [peak_rss_mib(process.pid) for process in running]
         dead = _jobs_left(sessions)[1]
         with sessions() as session:
@@ -178,6 +190,10 @@ def mapping_rate(workers: int, messages: int) -> dict[str, Any]:
         "msgs_per_s": messages / seconds,
         "seconds": seconds,
         "peak_rss_mib": max(rss),
+        "cpu_ms_per_msg": {
+            "workers": 1000 * workers_cpu / messages,
+            "postgresql": 1000 * database_cpu / messages,
+        },
         "problems": problems,
     }
 
@@ -201,7 +217,10 @@ def ingest_rate(replicas: int, per_sender: int) -> dict[str, Any]:
         with processes(commands) as running:
             _wait_listening(port, running)
             _senders(port, 4, 50, 0)  # warm-up: connections, caches, writer threads
-            figure = _senders(port, 4, per_sender, 10**6)
+            hub_before, database_before = _cpu_seconds(running), _postgres_cpu_seconds()
+            figure, senders_cpu = _senders(port, 4, per_sender, 10**6)
+            hub_cpu = _cpu_seconds(running) - hub_before
+            database_cpu = _postgres_cpu_seconds() - database_before
             rss = [peak_rss_mib(process.pid) for process in running]
         engine = make_engine(url)
         with make_session_factory(engine)() as session:
@@ -209,7 +228,42 @@ def ingest_rate(replicas: int, per_sender: int) -> dict[str, Any]:
         engine.dispose()
     expected = 4 * 51 + 4 * (per_sender + 1)
     problems = [] if stored == expected else [f"{stored} messages stored, not {expected}"]
-    return {"msgs_per_s": figure, "peak_rss_mib": max(rss), "problems": problems}
+    sent = 4 * per_sender
+    return {
+        "msgs_per_s": figure,
+        "peak_rss_mib": max(rss),
+        "cpu_ms_per_msg": {
+            "hub": 1000 * hub_cpu / sent,
+            "postgresql": 1000 * database_cpu / sent,
+            "senders": 1000 * senders_cpu / sent,
+        },
+        "problems": problems,
+    }
+
+
+def _ticks_seconds(stat: str) -> float:
+    """utime + stime of a /proc/<pid>/stat line, in seconds."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(running: list[Any]) -> float:
+    return sum(_ticks_seconds(Path(f"/proc/{p.pid}/stat").read_text()) for p in running)
+
+
+def _postgres_cpu_seconds() -> float:
+    """The CPU seconds of every PostgreSQL process on this machine (its backends, WAL
+    writer, checkpointer): the database's share of the work, as the kernel counts it."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # ended meanwhile
+                continue
+            if stat.split(" ", 2)[1] == "(postgres)":
+                total += _ticks_seconds(stat)
+    return total
 
 
 def _wait_listening(port: int, running: list[Any]) -> None:
@@ -232,13 +286,27 @@ def _wait_listening(port: int, running: list[Any]) -> None:
     raise RuntimeError("the MLLP port did not open")
 
 
-def main(messages: int, per_sender: int) -> int:
+def median_run(run: Callable[[], dict[str, Any]], rounds: int) -> dict[str, Any]:
+    """The run of median rate among `rounds` (the machine's other work varies from minute
+    to minute), with every round's rate beside it; the problems of all rounds."""
+    runs = sorted((run() for _ in range(rounds)), key=lambda r: float(r["msgs_per_s"]))
+    middle = dict(runs[len(runs) // 2])
+    middle["rounds"] = [r["msgs_per_s"] for r in runs]
+    middle["problems"] = [p for r in runs for p in r["problems"]]
+    return middle
+
+
+def main(messages: int, per_sender: int, rounds: int) -> int:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     figures: dict[str, dict[str, Any]] = {}
     for count in (1, 2):
-        figures[f"(m) mapping, {count} worker(s)"] = mapping_rate(count, messages)
+        figures[f"(m) mapping, {count} worker(s)"] = median_run(
+            partial(mapping_rate, count, messages), rounds
+        )
     for count in (1, 2):
-        figures[f"(i) MLLP ingest, 4 senders, {count} replica(s)"] = ingest_rate(count, per_sender)
+        figures[f"(i) MLLP ingest, 4 senders, {count} replica(s)"] = median_run(
+            partial(ingest_rate, count, per_sender), rounds
+        )
     mapping = (
         figures["(m) mapping, 2 worker(s)"]["msgs_per_s"]
         / figures["(m) mapping, 1 worker(s)"]["msgs_per_s"]
@@ -249,12 +317,24 @@ def main(messages: int, per_sender: int) -> int:
     )
     table = ["| measure (PostgreSQL) | msgs/s | peak RSS (MiB, each process) |", "|---|---:|---:|"]
     table += [
-        f"| {name} | {value['msgs_per_s']:,.0f} | {value['peak_rss_mib']:,.0f} |"
+        f"| {name} (rounds: {', '.join(f'{r:,.0f}' for r in value['rounds'])}) "
+        f"| {value['msgs_per_s']:,.0f} | {value['peak_rss_mib']:,.0f} |"
         for name, value in figures.items()
     ]
+    one_worker = figures["(m) mapping, 1 worker(s)"]["cpu_ms_per_msg"]
+    single = figures["(i) MLLP ingest, 4 senders, 1 replica(s)"]
+    cpu = single["cpu_ms_per_msg"]
+    ceiling = (os.cpu_count() or 1) * 1000 / sum(cpu.values())
     table += [
         f"| **2 workers / 1, mapping** (target ≥ 1.6) | **{mapping:.2f}** | |",
         f"| **2 replicas / 1, ingest** (target ≥ 1.6) | **{ingest:.2f}** | |",
+        f"| (m) CPU ms per message with 1 worker: worker {one_worker['workers']:.1f}, "
+        f"PostgreSQL {one_worker['postgresql']:.1f} | | |",
+        f"| (i) CPU ms per message with 1 replica: hub {cpu['hub']:.2f}, PostgreSQL "
+        f"{cpu['postgresql']:.2f}, senders {cpu['senders']:.2f} | | |",
+        f"| (i) this machine's ingest ceiling, cores ÷ CPU per message (msgs/s) "
+        f"| {ceiling:,.0f} | |",
+        f"| (i) 1.6 × the 1-replica rate (msgs/s) | {1.6 * single['msgs_per_s']:,.0f} | |",
     ]
     markdown = f"Scale-out benchmark on {machine}\n\n" + "\n".join(table) + "\n"
     RESULTS.mkdir(exist_ok=True)
@@ -280,5 +360,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=600, help="messages mapped per run")
     parser.add_argument("--per-sender", type=int, default=500, help="ingest messages per sender")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each; the median shown")
     arguments = parser.parse_args()
-    sys.exit(main(arguments.messages, arguments.per_sender))
+    sys.exit(main(arguments.messages, arguments.per_sender, arguments.rounds))

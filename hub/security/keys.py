@@ -26,13 +26,29 @@ def signing_key(path: Path) -> dict[str, Any]:
         key = RSAKey.generate_key(2048, parameters={"alg": SIGNING_ALGORITHM, "use": "sig"})
         data = key.as_dict(private=True)
         data["kid"] = key.thumbprint()
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            json.dump(data, handle)
+        _publish(path, json.dumps(data))
     data = json.loads(path.read_text(encoding="utf-8"))
     if "kid" not in data:
         data["kid"] = RSAKey.import_key(data).thumbprint()
     return dict(data)
+
+
+def _publish(path: Path, text: str) -> None:
+    """Write `text` to `path` whole or not at all: written to a file of its own, then linked
+    under the name, which fails if another process got there first (replicas starting
+    together on one shared key file); that one's key is kept, as every replica must use it."""
+    draft = path.with_name(f".{path.name}.{os.getpid()}.draft")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(draft, path)
+    except FileExistsError:
+        pass
+    finally:
+        draft.unlink(missing_ok=True)
 
 
 @cache
