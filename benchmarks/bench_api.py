@@ -27,8 +27,8 @@ from typing import Any
 
 import httpx
 
-from benchmarks.bench_hl7 import HUB, RESULTS, free_port
-from benchmarks.bench_scale import fresh_database, hub_env, peak_rss_mib, processes
+from benchmarks.bench_hl7 import HUB, RESULTS, free_port, peak_rss_mib
+from benchmarks.bench_scale import fresh_database, hub_env, processes
 
 LOCUST = Path(sys.executable).with_name("locust")
 LOCUST_FILE = Path(__file__).with_name("locust_fhir.py")

@@ -95,7 +95,7 @@ def _sender(port: int, messages: list[bytes], ready: Any, start: Any, finished: 
         finished.put((acked, time.process_time() - cpu_at_start))
 
 
-def _senders(port: int, senders: int, per_sender: int, offset: int) -> tuple[float, float]:
+def send_concurrently(port: int, senders: int, per_sender: int, offset: int) -> tuple[float, float]:
     """Messages ACKed per second, from `senders` processes sending at once, and the CPU
     seconds the senders spent meanwhile (their own share of the machine).
 
@@ -160,18 +160,18 @@ def mllp_ingest(per_sender: int) -> tuple[dict[str, float], float]:
                 break
             except OSError:
                 time.sleep(0.1)
-        _senders(port, 4, 50, 0)  # warm-up: first connections, caches, the writer thread
+        send_concurrently(port, 4, 50, 0)  # warm-up: first connections, caches, the writer thread
         figures = {
-            f"{senders} sender(s)": _senders(port, senders, per_sender, senders * 10**6)[0]
+            f"{senders} sender(s)": send_concurrently(port, senders, per_sender, senders * 10**6)[0]
             for senders in (1, 4)
         }
-        return figures, _peak_rss_mib(server.pid)
+        return figures, peak_rss_mib(server.pid)
     finally:
         server.terminate()
         server.wait(30)
 
 
-def _peak_rss_mib(pid: int | str = "self") -> float:
+def peak_rss_mib(pid: int | str = "self") -> float:
     """VmHWM, the kernel's peak resident set size of a process."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -180,7 +180,7 @@ def _peak_rss_mib(pid: int | str = "self") -> float:
 
 
 def _map_and_store_alone(count: int, models: bool, answer: Any) -> None:
-    answer.put((map_and_store(count, models=models), _peak_rss_mib()))
+    answer.put((map_and_store(count, models=models), peak_rss_mib()))
 
 
 def map_and_store_process(count: int, *, models: bool = False) -> tuple[float, float]:

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.bench_hl7 import peak_rss_mib
 from hub import codes
 from hub.demo.outside_record import build_outside_record
 from hub.fhir.interactions import FhirInteractions
@@ -179,10 +180,7 @@ def measure(database_url: str, referral_id: str) -> list[dict[str, float | int]]
 
 
 def _measure_alone(database_url: str, referral_id: str, answer: Any) -> None:
-    runs = measure(database_url, referral_id)
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            answer.put((runs, int(line.split()[1]) / 1024))
+    answer.put((measure(database_url, referral_id), peak_rss_mib()))
 
 
 def measure_process(database_url: str, referral_id: str) -> tuple[list[dict[str, Any]], float]:

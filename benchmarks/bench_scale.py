@@ -52,7 +52,7 @@ import psycopg
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import make_url
 
-from benchmarks.bench_hl7 import HUB, RESULTS, _senders, free_port, oru
+from benchmarks.bench_hl7 import HUB, RESULTS, free_port, oru, peak_rss_mib, send_concurrently
 from connectors.base import Envelope
 from hub.fhir.dates import utc_now
 from hub.jobs.worker import JobWorker
@@ -104,14 +104,6 @@ def hub_env(database_url: str, folder: Path, **settings: str) -> dict[str, str]:
         "HUB_DICOM_STORE_DIR": str(folder / "dicom"),
         **{f"HUB_{name.upper()}": value for name, value in settings.items()},
     }
-
-
-def peak_rss_mib(pid: int) -> float:
-    """The process's VmHWM, the kernel's peak resident set size."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM for process {pid}")
 
 
 @contextmanager
@@ -236,9 +228,9 @@ def ingest_rate(replicas: int, per_sender: int) -> dict[str, Any]:
         ]
         with processes(commands) as running:
             _wait_listening(port, running)
-            _senders(port, 4, 50, 0)  # warm-up: connections, caches, writer threads
+            send_concurrently(port, 4, 50, 0)  # warm-up: connections, caches, writer threads
             hub_before, database_before = _cpu_seconds(running), _postgres_cpu_seconds()
-            figure, senders_cpu = _senders(port, 4, per_sender, 10**6)
+            figure, senders_cpu = send_concurrently(port, 4, per_sender, 10**6)
             hub_cpu = _cpu_seconds(running) - hub_before
             database_cpu = _postgres_cpu_seconds() - database_before
             rss = [peak_rss_mib(process.pid) for process in running]
