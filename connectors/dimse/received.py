@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
+from pydicom import config as pydicom_config
 from pydicom.filebase import DicomFileLike
 from pydicom.filewriter import write_file_meta_info
 from pynetdicom import _config
@@ -38,7 +39,11 @@ def configure_pynetdicom(*, stream_to_disk: bool | None = None) -> None:
 
     Identifiers are never logged (they hold PHI), nor is each PDU and DIMSE message
     (pynetdicom's "standard" event logging: per message, its text built even when not
-    logged; the hub logs associations and refusals itself). `stream_to_disk` (None: leave as is)
+    logged; the hub logs associations and refusals itself). pydicom does not check the
+    values it reads (its reading_validation_mode, also process-wide): it would only warn,
+    and the hub discards those warnings; on every DIMSE command pynetdicom decodes, the
+    checks were a sixth of a small C-STORE's cost. The hub checks what it stores itself
+    (dicom.instances). `stream_to_disk` (None: leave as is)
     makes received datasets go to a temporary file as they arrive instead of into memory;
     it is one switch for the whole process, and `stage_dataset` handles either way, so an
     SCP started later with another setting changes only where the next datasets wait.
@@ -47,6 +52,7 @@ def configure_pynetdicom(*, stream_to_disk: bool | None = None) -> None:
         _config.LOG_REQUEST_IDENTIFIERS = False
         _config.LOG_RESPONSE_IDENTIFIERS = False
         _config.LOG_HANDLER_LEVEL = "none"
+        pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
         if stream_to_disk is not None:
             _config.STORE_RECV_CHUNKED_DATASET = stream_to_disk
 
