@@ -80,14 +80,11 @@ class StorageScpConfig(BaseModel):
     asks for Storage Commitment (PS3.4 Annex J), which is what that service is for. On: the
     file and its folder entry are flushed (fsync) before the answer, at the cost of that
     wait in every C-STORE's round trip."""
-    busy_poll_seconds: float = Field(default=0.0001, ge=0.00005, le=0.01)
-    idle_poll_seconds: float = Field(default=0.001, ge=0.00005, le=0.1)
-    """How long an association's network thread sleeps when it finds nothing to do before
-    it looks again (pynetdicom's DUL reactor polls; its own default is 1 ms): every
-    C-STORE waits out such naps, twice, so while instances arrive (one in the last
-    `busy_for_seconds`) it naps `busy_poll_seconds`, and `idle_poll_seconds` otherwise, as
-    a short nap costs CPU for as long as the association stays open."""
-    busy_for_seconds: float = Field(default=0.1, gt=0, le=10)
+    poll_seconds: float = Field(default=0.005, ge=0.0001, le=0.1)
+    """The longest an association's threads wait, with nothing to do, before they look at
+    their timers (ARTIM, the network timeout) and at a release or an abort. They wake at
+    once for what a C-STORE needs (data arriving, a DIMSE message decoded, a PDU to send),
+    so this costs no throughput: only CPU, while an association stays open."""
 
     _title = field_validator("ae_title")(_ae_title)
 

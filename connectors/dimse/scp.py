@@ -9,19 +9,19 @@ return value is the DIMSE status the sender gets. When an association ends (rele
 aborted, or its connection dropped), `on_released(association_id, calling_ae)` tells the
 hub that no more instances will come on it. C-ECHO is answered too.
 
-pynetdicom's threads poll: an association's network thread naps between looks at its
-connection. While instances arrive on it, it naps briefly (busy_poll_seconds); once none
-came for busy_for_seconds, a governor thread puts it back to idle_poll_seconds, so that an
-association left open costs little CPU. The association's own thread, which answers the
-DIMSE messages, is woken by each message instead (_PromptAssociation).
+Each association runs on two threads of pynetdicom's, woken by what they wait for rather
+than polling as pynetdicom's own do (_PromptAssociation).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import queue
+import select
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -30,8 +30,10 @@ from typing import Any, cast
 
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
 from pynetdicom.events import Event, EventHandlerType
-from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from connectors.dimse.config import StorageScpConfig
 from connectors.dimse.contexts import (
@@ -52,7 +54,6 @@ from connectors.dimse.received import (
 
 logger = logging.getLogger(__name__)
 
-REACTOR_NAP_SECONDS = 0.001  # pynetdicom's own pause between looks, as in its reactor
 
 InstanceHandler = Callable[[Path, str, str], int]
 """(staged path, calling AE title, association id) -> DIMSE status of the C-STORE:
@@ -88,10 +89,7 @@ class StorageScp:
         self._server: ThreadedAssociationServer | None = None
         self._ae: AE | None = None
         self._associations: dict[Association, tuple[str, str]] = {}
-        self._busy: dict[Association, float] = {}  # polling fast: when its last C-STORE came
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._governor: threading.Thread | None = None
 
     @property
     def running(self) -> bool:
@@ -133,11 +131,6 @@ class StorageScp:
         server = ae.start_server((config.host, config.port), block=False, evt_handlers=handlers)
         assert server is not None  # start_server returns the server when not blocking
         self._ae, self._server = ae, server
-        self._stopping.clear()
-        self._governor = threading.Thread(
-            target=self._slow_down_idle, name=f"scp-poll-{config.ae_title}", daemon=True
-        )
-        self._governor.start()
         logger.info(
             "Storage SCP %s listening on %s:%d", config.ae_title, config.host, self.bound_port
         )
@@ -147,10 +140,6 @@ class StorageScp:
         server, self._server = self._server, None
         if server is None:
             return
-        self._stopping.set()
-        if self._governor is not None:
-            self._governor.join()
-            self._governor = None
         server.shutdown()
         # After shutdown no association can start, so this list is the last word.
         associations = list(server.active_associations)
@@ -175,21 +164,11 @@ class StorageScp:
     ) -> None:
         self.stop()
 
-    def _slow_down_idle(self) -> None:
-        """Back to `idle_poll_seconds` for associations no instance came on lately."""
-        config = self.config
-        while not self._stopping.wait(config.busy_for_seconds):
-            now = time.monotonic()
-            with self._lock:
-                idle = [a for a, last in self._busy.items() if now - last > config.busy_for_seconds]
-                for assoc in idle:
-                    del self._busy[assoc]
-                    _set_poll(assoc, config.idle_poll_seconds)
-
     # -- event handlers, in pynetdicom's association threads ----------------------------
 
     def _established(self, event: Event) -> None:
-        _set_poll(event.assoc, self.config.idle_poll_seconds)
+        # pynetdicom's own name for it, read on every nap (see _PromptAssociation).
+        event.assoc.dul._run_loop_delay = self.config.poll_seconds
         calling = _calling_ae(event)
         association_id = uuid.uuid4().hex
         with self._lock:
@@ -201,9 +180,6 @@ class StorageScp:
             association_id, calling = self._associations.get(
                 event.assoc, ("unknown", _calling_ae(event))
             )
-            if event.assoc not in self._busy:
-                _set_poll(event.assoc, self.config.busy_poll_seconds)
-            self._busy[event.assoc] = time.monotonic()
         try:
             path = stage_dataset(event, self._staging)
         except OSError as exc:
@@ -240,7 +216,6 @@ class StorageScp:
     def _ended(self, event: Event) -> None:
         with self._lock:
             known = self._associations.pop(event.assoc, None)
-            self._busy.pop(event.assoc, None)
         if known is None:
             return  # never established, or already reported
         association_id, calling = known
@@ -273,26 +248,22 @@ class StorageScp:
         )
 
 
-def _set_poll(assoc: Association, seconds: float) -> None:
-    # pynetdicom has no public setting for its DUL reactor's idle sleep ("higher uses less
-    # CPU when idle but increases the latency to respond", dul.py): an attribute of each
-    # association's DUL, read on every loop of its reactor.
-    assoc.dul._run_loop_delay = seconds
-
-
 def _calling_ae(event: Event) -> str:
     return str(event.assoc.requestor.ae_title).strip()
 
 
 class _PromptAssociation(Association):
-    """An acceptor association whose thread wakes when a DIMSE message is decoded.
+    """An acceptor association whose threads wake when there is something to do.
 
-    pynetdicom's `Association._run_reactor` sleeps 1 ms before each look for a message
-    (hard-coded), so a sender that waits for each C-STORE's answer before the next, as a
-    modality does, waits out up to that millisecond per instance: about a third of what
-    the whole round trip costs on small instances. This is the same loop, in the same
-    order, but its pause is a wait on the DIMSE message queue, ended by the next message;
-    a release, an abort or the idle timeout are noticed within REACTOR_NAP_SECONDS as before.
+    pynetdicom's reactors poll. `Association._run_reactor` sleeps a hard-coded 1 ms before
+    each look for a DIMSE message, and the DUL's reactor `_run_loop_delay` before each look
+    at the connection and at the PDUs to send. A sender that waits for each C-STORE's
+    answer before the next, as a modality does, waits out those naps on every instance:
+    about a third of the round trip on small instances, and each wake-up takes the
+    interpreter from the thread doing the work. These are the same loops, in the same
+    order, whose naps end at once when a message is decoded (the association's) or when
+    data arrives or a PDU is queued to send (the DUL's, _PromptDUL); timers (ARTIM, the
+    network timeout) and a release or abort are still noticed within a nap.
     """
 
     def _run_reactor(self) -> None:
@@ -301,7 +272,7 @@ class _PromptAssociation(Association):
         while not self._kill:
             with messages.not_empty:  # the queue's own condition, notified by each put
                 if not messages.queue:
-                    messages.not_empty.wait(REACTOR_NAP_SECONDS)
+                    messages.not_empty.wait(self.dul._run_loop_delay)
             # Paused while the association sends a request of its own (see the library's).
             self._is_paused = True
             self._reactor_checkpoint.wait()
@@ -338,11 +309,89 @@ class _PromptAssociation(Association):
                 return
 
 
+class _PromptDUL(DULServiceProvider):
+    """The DUL of a _PromptAssociation: its reactor naps in select() on the connection
+    and on a pipe that `send_pdu` writes to, instead of sleeping."""
+
+    _wake_read: int
+    _wake_write: int
+
+    def open_wake_pipe(self) -> None:
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def send_pdu(self, primitive: Any) -> None:
+        super().send_pdu(primitive)
+        with contextlib.suppress(BlockingIOError):  # full: a wake-up is pending anyway
+            os.write(self._wake_write, b"!")
+
+    def run(self) -> None:
+        # The thread's body (pynetdicom's __init__ bound its own reactor as the target).
+        try:
+            self._react()
+        finally:
+            os.close(self._wake_read)
+            os.close(self._wake_write)
+
+    def _react(self) -> None:
+        self._idle_timer.start()
+        nap = False
+        while True:
+            if not self.assoc._dul_ready.is_set():
+                self.assoc._dul_ready.set()
+            if nap:
+                self._nap()
+            if self._kill_thread:
+                break
+            if self.artim_timer.expired:  # queued ahead of any other event of this loop
+                self.event_queue.put("Evt18")
+            try:
+                # Either send one queued PDU or read one received, per loop (as pynetdicom).
+                if self._process_recv_primitive():
+                    pass
+                elif self._is_transport_event():
+                    self._idle_timer.restart()
+            except Exception as exc:
+                # As pynetdicom: past the state machine, an A-ABORT, and both reactors end.
+                logger.error("Storage SCP: DUL failure (%s); aborting", type(exc).__name__)
+                abort = A_ABORT_RQ()
+                abort.source = 0x02
+                abort.reason_diagnostic = 0x00
+                cast(AssociationSocket, self.socket).send(abort.encode())
+                self.assoc.is_aborted = True
+                self.assoc.is_established = False
+                self.assoc._kill = True
+                self._kill_thread = True
+                return
+            try:
+                event = self.event_queue.get(block=False)
+            except queue.Empty:
+                nap = True
+                continue
+            self.state_machine.do_action(event)
+            nap = False
+
+    def _nap(self) -> None:
+        watched: list[Any] = [self._wake_read]
+        connection = self.socket.socket if self.socket is not None else None
+        if connection is not None and connection.fileno() >= 0:
+            watched.append(connection)
+        try:
+            ready, _, _ = select.select(watched, [], [], self._run_loop_delay)
+        except (OSError, ValueError):  # the connection closed under us: the loop finds out
+            return
+        if self._wake_read in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_read, 4096)
+
+
 class _PromptRequestHandler(RequestHandler):
     def _create_association(self) -> Association:
         association = super()._create_association()
-        # It adds no state, only a method: the object pynetdicom made and set up, retyped.
+        # They add no state but the pipe, only methods: the objects pynetdicom made and
+        # set up, retyped, rather than copies of its 30 lines of setup.
         association.__class__ = _PromptAssociation
+        association.dul.__class__ = _PromptDUL
+        cast(_PromptDUL, association.dul).open_wake_pipe()
         return association
 
 
