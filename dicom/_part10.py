@@ -321,6 +321,8 @@ class _Walker:
         self._tag_length = struct.Struct(endian + "HHL").unpack
         self._tag_short = struct.Struct(endian + "HH2sH").unpack
         self._long = struct.Struct(endian + "L").unpack
+        self._tag_short_from = struct.Struct(endian + "HH2sH").unpack_from
+        self._long_from = struct.Struct(endian + "L").unpack_from
         self._keep = keep
         self._watched = keep | PIXEL_DATA_TAGS  # elements the walk does more than step over
         self._pos = 0
@@ -330,7 +332,10 @@ class _Walker:
         """Walk the top-level dataset from `start` to the end; return its pixel data."""
         self._pos = start
         pixel_data: PixelDataElement | None = None
-        while (remaining := self._size - self._pos) > 0:
+        while True:
+            self._step_over_plain()
+            if (remaining := self._size - self._pos) <= 0:
+                break
             if remaining < 8 and not self._buffer[self._pos : self._size].strip(b"\x00"):
                 break  # zero padding some media writers leave at the end
             tag, vr, length, offset = self._header(self._implicit)
@@ -350,6 +355,40 @@ class _Walker:
             else:
                 self._skip(tag, vr, length, self._implicit, 0)
         return pixel_data
+
+    def _step_over_plain(self) -> None:
+        """Walk on from here over the elements that need no more than a step (explicit VR,
+        a defined length that stays inside the buffer) or a value kept (a short one, not a
+        sequence): most of a header, in one tight loop over an in-memory buffer. Stops at
+        the first element that needs more, which the general path then reads (and
+        refuses, if malformed)."""
+        buffer = self._buffer
+        if self._implicit or not isinstance(buffer, bytes):
+            return
+        tag_short, long_length = self._tag_short_from, self._long_from
+        watched, keep, kept = self._watched, self._keep, self.kept
+        size, pos = self._size, self._pos
+        while size - pos >= 12:  # the longest header fits; the tail is the general path's
+            group, element, vr, length = tag_short(buffer, pos)
+            if group == 0xFFFE:
+                break
+            if vr in _LONG_VRS:
+                (length,) = long_length(buffer, pos + 8)
+                value_at = pos + 12
+            elif 0x41 <= vr[0] <= 0x5A and 0x41 <= vr[1] <= 0x5A:
+                value_at = pos + 8
+            else:
+                break
+            end = value_at + length
+            if length == _UNDEFINED or end > size:
+                break
+            tag = group << 16 | element
+            if tag in watched:
+                if tag not in keep or vr == b"SQ" or length > KEPT_VALUE_LIMIT:
+                    break
+                kept[tag] = KeptElement(vr.decode("ascii"), buffer[value_at:end], value_at)
+            pos = end
+        self._pos = pos
 
     def _keep_value(self, tag: int, vr: str | None, length: int) -> None:
         value_tell = self._pos
