@@ -28,6 +28,7 @@ from hub.imaging.accepted_lease import AcceptedFolderLease
 from hub.imaging.attach import attach_study_job
 from hub.imaging.importer import ATTACH_JOB, DicomImporter
 from hub.imaging.indexer import InstanceIndexer
+from hub.imaging.indexer_process import IndexerProcess
 from hub.imaging.media import process_media_folder
 from hub.imaging.pull import PULL_JOB, pull_imaging_job
 from hub.imaging.push import PushIntake
@@ -199,7 +200,7 @@ class ProtocolListeners:
         ]
         self.importer = DicomImporter(sessions, dicom_store(settings))
         self.scp: StorageScp | None = None
-        self.indexer: InstanceIndexer | None = None
+        self.indexer: IndexerProcess | None = None
         self._lease: AcceptedFolderLease | None = None
 
     async def start(self) -> None:
@@ -231,10 +232,17 @@ class ProtocolListeners:
 
         if self.shared:
             self._lease = AcceptedFolderLease.claim(self.importer.store.root, indexer_on)
-            indexer = indexer_on(self._lease.folder)
+            local = indexer_on(self._lease.folder)
         else:
-            indexer = indexer_on(None)
-            indexer.recover()
+            local = indexer_on(None)
+            local.recover()
+        root = logging.getLogger()
+        indexer = IndexerProcess(
+            local,
+            database_url=self.settings.database_url,
+            log_level=logging.getLevelName(root.getEffectiveLevel()),
+            log_format=self.settings.log_format,
+        )
         indexer.start()
         self.indexer = indexer
         push = PushIntake(indexer)

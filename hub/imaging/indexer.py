@@ -37,7 +37,7 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -66,6 +66,7 @@ class _Accepted:
     transfer_id: int
     path: Path
     info: InstanceInfo
+    adopted: bool = False  # found in its folder by `adopt`: its row may be committed already
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ class InstanceIndexer:
         self.linger_seconds = linger_seconds
         self.folder = folder or importer.store.root / ACCEPTED_FOLDER
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.flush_before_success = flush_before_success
         self._durable = importer.store.durable
         self._flush_on_accept = importer.store.durable and flush_before_success
         self._queue: queue.Queue[object] = queue.Queue(queue_size)
@@ -123,6 +125,11 @@ class InstanceIndexer:
         """Take over a staged file that passed the checks: on disk under the transfer's
         folder when this returns, indexed later. Raises OSError (the staged file is then
         removed) when it cannot be kept."""
+        self.enqueue(transfer_id, self.keep(transfer_id, staged), info)
+
+    def keep(self, transfer_id: int, staged: Path) -> Path:
+        """Move a staged file that passed the checks into the transfer's folder; its path
+        there. Raises OSError (the staged file is then removed) when it cannot be kept."""
         folder = self._transfer_folder(transfer_id)
         target = folder / (staged.stem + ACCEPTED_SUFFIX)
         try:
@@ -133,7 +140,11 @@ class InstanceIndexer:
             staged.unlink(missing_ok=True)
             target.unlink(missing_ok=True)
             raise
-        self._queue.put(_Accepted(transfer_id, target, info))
+        return target
+
+    def enqueue(self, transfer_id: int, path: Path, info: InstanceInfo) -> None:
+        """Index a file `keep` put in the transfer's folder (by the writer, in a batch)."""
+        self._queue.put(_Accepted(transfer_id, path, info))
 
     def close(self, transfer_id: int, source: str) -> None:
         """The association ended: close its transfer once its instances are indexed."""
@@ -142,25 +153,20 @@ class InstanceIndexer:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def recover(self) -> int:
+    def recover(self, *, only: Collection[int] | None = None) -> int:
         """Index the instances a previous process accepted and did not index, and close
-        their transfers. Before `start` (and before the SCP listens). The number indexed.
-        A database failure is raised: the hub cannot start without its database anyway."""
+        their transfers: those of every folder there, or of the transfers `only` names.
+        Before the SCP listens. The number indexed. A database failure is raised: the hub
+        cannot start without its database anyway."""
         indexed = 0
         for folder in sorted(self.folder.iterdir()):
             if not (folder.is_dir() and folder.name.isdigit()):
                 continue
             transfer_id = int(folder.name)
+            if only is not None and transfer_id not in only:
+                continue
             try:
-                accepted = []
-                for path in sorted(folder.glob(f"*{ACCEPTED_SUFFIX}")):
-                    try:
-                        info = inspect_instance(path)
-                    except InvalidDicom as exc:  # checked once already: should not happen
-                        path.unlink(missing_ok=True)
-                        self.importer.record_refusal(transfer_id, path.name, exc.reason)
-                        continue
-                    accepted.append(_Accepted(transfer_id, path, info))
+                accepted = self._accepted_in(transfer_id, folder)
                 for start in range(0, len(accepted), self.batch_size):
                     self._index(accepted[start : start + self.batch_size], recovering=True)
                     indexed += len(accepted[start : start + self.batch_size])
@@ -172,6 +178,28 @@ class InstanceIndexer:
         if indexed:
             log.warning("recovered %d accepted instance(s) that were not indexed", indexed)
         return indexed
+
+    def adopt(self, transfer_ids: Collection[int]) -> set[str]:
+        """Queue the files already in these transfers' folders (an indexer process started
+        again while their associations go on: they are closed when those end); their paths."""
+        adopted: set[str] = set()
+        for transfer_id in transfer_ids:
+            for found in self._accepted_in(transfer_id, self._transfer_folder(transfer_id)):
+                self._queue.put(_Accepted(transfer_id, found.path, found.info, adopted=True))
+                adopted.add(str(found.path))
+        return adopted
+
+    def _accepted_in(self, transfer_id: int, folder: Path) -> list[_Accepted]:
+        accepted = []
+        for path in sorted(folder.glob(f"*{ACCEPTED_SUFFIX}")):
+            try:
+                info = inspect_instance(path)
+            except InvalidDicom as exc:  # checked once already: should not happen
+                path.unlink(missing_ok=True)
+                self.importer.record_refusal(transfer_id, path.name, exc.reason)
+                continue
+            accepted.append(_Accepted(transfer_id, path, info))
+        return accepted
 
     def start(self) -> None:
         if self._thread is None:
@@ -273,6 +301,9 @@ class InstanceIndexer:
         if self._durable:  # the objects on disk, data and names, before their rows
             unflushed = [] if self._flush_on_accept else [c.stored.path for c in checked]
             fsync_all([*unflushed, *folders], self._flusher)
+        # An adopted file's row may have been committed by the process that died (before
+        # it removed the file): counted once, as in a recovery.
+        recovering = recovering or any(accepted.adopted for accepted in batch)
         with self.importer.sessions() as session:
             self.importer.record(session, checked, recovering=recovering)
             session.commit()

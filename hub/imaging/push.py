@@ -2,10 +2,11 @@
 
 The SCP calls `on_instance` from its association threads. An instance is checked there
 (dicom.instances.inspect_instance) and, if good, accepted: on disk under its transfer
-before the sender gets success; its rows are written in batches by the indexer's thread
-(hub.imaging.indexer). A file the hub refuses gets 0xC000 (cannot understand), with the
-reason in the SCP's log and in the transfer's report (which goes to the case's events when
-the transfer closes); nothing of it is kept. A database or disk failure gets 0xA700 (out of
+before the sender gets success; its rows are written in batches by the indexer's writer
+(hub.imaging.indexer), in a process of its own (hub.imaging.indexer_process). A file the
+hub refuses gets 0xC000 (cannot understand), with the reason in the SCP's log and in the
+transfer's report (which goes to the case's events when the transfer closes); nothing of
+it is kept. A database or disk failure gets 0xA700 (out of
 resources), so the sender keeps the instance and retries. When the association ends, the
 transfer is closed once its instances are indexed, and its studies go to attachment.
 """
@@ -15,12 +16,13 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from dicom.errors import InvalidDicom
-from dicom.instances import inspect_instance
-from hub.imaging.indexer import InstanceIndexer
+from dicom.instances import InstanceInfo, inspect_instance
+from hub.imaging.importer import DicomImporter
 
 log = logging.getLogger("hub.imaging")
 
@@ -29,10 +31,21 @@ OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
 
 
+class Indexing(Protocol):
+    """What a push needs of the indexer: InstanceIndexer, or IndexerProcess (the same, its
+    writer in a process of its own)."""
+
+    importer: DicomImporter
+
+    def open_transfer(self, source: str) -> int: ...
+    def accept(self, transfer_id: int, staged: Path, info: InstanceInfo) -> None: ...
+    def close(self, transfer_id: int, source: str) -> None: ...
+
+
 class PushIntake:
     """`on_instance` and `on_released` for connectors.dimse.StorageScp."""
 
-    def __init__(self, indexer: InstanceIndexer) -> None:
+    def __init__(self, indexer: Indexing) -> None:
         self.indexer = indexer
         self.importer = indexer.importer
         self._transfers: dict[str, int] = {}

@@ -7,16 +7,22 @@ at the next start, once; a refused file is answered with its reason and leaves n
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
+from dicom.instances import read_instance
 from dicom.store import ContentStore
 from dicom.synthetic import make_patient, make_study, write_study
 from hub.imaging.importer import ATTACH_JOB, DicomImporter
 from hub.imaging.indexer import InstanceIndexer
+from hub.imaging.indexer_process import IndexerProcess
 from hub.imaging.push import CANNOT_UNDERSTAND, SUCCESS, PushIntake
 from hub.storage.db import make_engine, make_session_factory
 from hub.storage.migrate import upgrade
@@ -194,3 +200,44 @@ def test_an_instance_pushed_twice_is_indexed_once(importer: DicomImporter, tmp_p
     assert len(instance_rows(importer)) == 2 and len(stored_objects(importer)) == 2
     assert transfers(importer) == [("closed", 3, 0), ("closed", 3, 0)]
     assert attach_jobs(importer) == [instance_rows(importer)[0].study_uid] * 2
+
+
+def test_the_indexer_process_is_replaced_when_killed_and_nothing_is_lost(
+    importer: DicomImporter, database_url: str, tmp_path: Path
+) -> None:
+    """The writer in a process of its own (hub.imaging.indexer_process): killed with
+    instances accepted and perhaps not indexed, it is replaced at the next instance, and
+    every instance of the association is indexed and counted once."""
+    files = ct_study(tmp_path / "ct", 64, 8)
+    indexer = IndexerProcess(InstanceIndexer(importer), database_url=database_url)
+    push = PushIntake(indexer)
+    indexer.start()
+    try:
+        for path in files[:3]:
+            assert push.on_instance(staged(importer, path), MODALITY, "assoc-1") == SUCCESS
+        assert indexer.drain(GUARD_SECONDS)
+        assert len(instance_rows(importer)) == 3 and accepted_files(importer) == []
+
+        for path in files[3:6]:  # the writer waits a moment for more: killed before it wakes
+            assert push.on_instance(staged(importer, path), MODALITY, "assoc-1") == SUCCESS
+        first = indexer.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + GUARD_SECONDS
+        while first in {child.pid for child in multiprocessing.active_children()}:
+            assert time.monotonic() < deadline, "the indexer process did not die"
+            time.sleep(0.05)
+
+        for path in files[6:]:
+            assert push.on_instance(staged(importer, path), MODALITY, "assoc-1") == SUCCESS
+        assert indexer.pid not in (None, first)
+        push.on_released("assoc-1", MODALITY)
+        assert indexer.drain(GUARD_SECONDS)
+    finally:
+        indexer.stop()
+    rows = instance_rows(importer)
+    expected = {str(read_instance(path)[1].sop_instance_uid) for path in files}
+    assert sorted(r.sop_instance_uid for r in rows) == sorted(expected)
+    assert transfers(importer) == [("closed", 8, 0)]
+    assert attach_jobs(importer) == [rows[0].study_uid]
+    assert accepted_files(importer) == []

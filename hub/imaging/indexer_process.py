@@ -1,0 +1,241 @@
+"""The Storage SCP's indexer (hub.imaging.indexer) in a process of its own.
+
+The indexer's work (hashing and linking each file, flushing, the rows) and the Storage
+SCP's (pynetdicom's two threads per association, the checks) are both Python: in one
+process they take turns on one interpreter, and every C-STORE's round trip waited for the
+indexer's turns. Here the SCP's process only checks each instance and moves it into its
+transfer's folder (InstanceIndexer.keep), then tells this process, which indexes it: the
+two run on two cores.
+
+What is accepted is safe in either process's death, as before: until its row is
+committed an instance's file is in its transfer's folder.
+- The SCP's process dies: the indexer process reads the end of its pipe, indexes what it
+  was told of, and exits; the next start recovers the rest (InstanceIndexer.recover).
+- The indexer process dies: the next message the SCP sends it finds the pipe broken, and
+  a new one is started. It queues the files already in the folders of transfers whose
+  associations are still going (they are closed when those end, as usual) and recovers
+  the folders of the others; the files it was told of and not yet indexed are among them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import threading
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Literal
+
+from dicom.instances import InstanceInfo
+from dicom.store import ContentStore
+from hub.imaging.importer import DicomImporter
+from hub.imaging.indexer import InstanceIndexer
+from hub.logs import configure_logging
+from hub.storage.db import make_engine, make_session_factory
+
+log = logging.getLogger("hub.imaging")
+
+STOP_SECONDS = 60.0
+
+# Messages, SCP -> indexer process: ("accepted", transfer id, path, InstanceInfo),
+# ("close", transfer id, source), ("drain", token), ("stop",).
+_Message = tuple[object, ...]
+
+
+class IndexerProcess:
+    """What PushIntake needs of an indexer, with the writer in a child process.
+
+    `indexer` is this process's InstanceIndexer, never started: its `open_transfer`,
+    `keep` and `recover` run here, on the same folder the child indexes.
+    """
+
+    def __init__(
+        self,
+        indexer: InstanceIndexer,
+        *,
+        database_url: str,
+        log_level: str = "INFO",
+        log_format: Literal["text", "json"] = "text",
+    ) -> None:
+        self.local = indexer
+        self.importer = indexer.importer
+        self._arguments = (
+            database_url,
+            str(indexer.importer.store.root),
+            str(indexer.folder),
+            indexer.flush_before_success,
+            log_level,
+            log_format,
+        )
+        self._open: set[int] = set()  # transfers whose associations are going
+        self._lock = threading.Lock()  # one message at a time on the pipe
+        self._process: BaseProcess | None = None
+        self._messages: Connection | None = None
+        self._replies: Connection | None = None
+        self._drains = 0
+
+    # -- PushIntake's side -------------------------------------------------------------------
+
+    def open_transfer(self, source: str) -> int:
+        transfer_id = self.local.open_transfer(source)
+        with self._lock:
+            self._open.add(transfer_id)
+        return transfer_id
+
+    def accept(self, transfer_id: int, staged: Path, info: InstanceInfo) -> None:
+        """As InstanceIndexer.accept: on disk in the transfer's folder when this returns.
+        Raises OSError when the file cannot be kept or no indexer process can be started."""
+        path = self.local.keep(transfer_id, staged)
+        self._send(("accepted", transfer_id, str(path), info))
+
+    def close(self, transfer_id: int, source: str) -> None:
+        with self._lock:
+            self._open.discard(transfer_id)
+        self._send(("close", transfer_id, source))
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def recover(self) -> int:
+        """InstanceIndexer.recover, here, before `start` (and before the SCP listens)."""
+        return self.local.recover()
+
+    def start(self) -> None:
+        with self._lock:
+            self._spawn(recover=[], adopt=[])
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until the child has indexed (or closed) all it was sent; False on timeout."""
+        with self._lock:
+            self._drains += 1
+            token = self._drains
+            self._send_locked(("drain", token))
+            replies = self._replies
+        assert replies is not None
+        while replies.poll(timeout):
+            if replies.recv() == token:
+                return True
+        return False
+
+    def stop(self, timeout: float = STOP_SECONDS) -> None:
+        """The child indexes what it was sent, then ends."""
+        with self._lock:
+            process, messages = self._process, self._messages
+            self._process = None
+            if process is None or messages is None:
+                return
+            with contextlib.suppress(OSError):  # gone already: the next start recovers
+                messages.send(("stop",))
+            process.join(timeout)
+            if process.is_alive():
+                log.error("the DICOM indexer process did not stop in %.0f s; ending it", timeout)
+                process.terminate()
+                process.join(timeout)
+            self._close_pipes()
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id (operations and tests)."""
+        return self._process.pid if self._process is not None else None
+
+    # -- the pipe ----------------------------------------------------------------------------
+
+    def _send(self, message: _Message) -> None:
+        with self._lock:
+            self._send_locked(message)
+
+    def _send_locked(self, message: _Message) -> None:
+        if self._messages is not None:
+            try:
+                self._messages.send(message)
+                return
+            except OSError:
+                exit_code = self._process.exitcode if self._process is not None else None
+                log.error(
+                    "the DICOM indexer process ended (exit code %s); starting another", exit_code
+                )
+        self._restart()
+        assert self._messages is not None
+        self._messages.send(message)  # an OSError now reaches the SCP: out of resources
+
+    def _restart(self) -> None:
+        """A new child: it queues the files of the transfers still going and recovers the
+        other folders there are now (not those opened after: their files come by message)."""
+        if self._process is not None:
+            self._process.join(STOP_SECONDS)
+        self._close_pipes()
+        folders = [f for f in self.local.folder.iterdir() if f.is_dir() and f.name.isdigit()]
+        existing = {int(folder.name) for folder in folders}
+        self._spawn(recover=sorted(existing - self._open), adopt=sorted(self._open & existing))
+
+    def _spawn(self, *, recover: list[int], adopt: list[int]) -> None:
+        # spawn, not fork: this process has threads (the SCP's, the API's, the job worker).
+        context = multiprocessing.get_context("spawn")
+        child_reads, messages = context.Pipe(duplex=False)
+        replies, child_writes = context.Pipe(duplex=False)
+        process = context.Process(
+            target=_serve,
+            args=(child_reads, child_writes, *self._arguments, recover, adopt),
+            name="dicom-indexer",
+            daemon=True,
+        )
+        process.start()
+        child_reads.close()  # the child's ends, closed here: its death then breaks the pipe
+        child_writes.close()
+        self._process, self._messages, self._replies = process, messages, replies
+
+    def _close_pipes(self) -> None:
+        for end in (self._messages, self._replies):
+            if end is not None:
+                end.close()
+        self._messages = self._replies = None
+
+
+def _serve(
+    messages: Connection,
+    replies: Connection,
+    database_url: str,
+    store_root: str,
+    folder: str,
+    flush_before_success: bool,
+    log_level: str,
+    log_format: Literal["text", "json"],
+    recover: list[int],
+    adopt: list[int],
+) -> None:
+    """The child: index what the SCP's process sends until it says stop or is gone."""
+    configure_logging(log_level, log_format)
+    importer = DicomImporter(
+        make_session_factory(make_engine(database_url)), ContentStore(Path(store_root))
+    )
+    indexer = InstanceIndexer(
+        importer, flush_before_success=flush_before_success, folder=Path(folder)
+    )
+    indexer.start()
+    adopted = indexer.adopt(adopt)
+    if recover:
+        indexer.recover(only=recover)
+    try:
+        while True:
+            try:
+                message = messages.recv()
+            except EOFError:  # the SCP's process is gone: index what it sent, and end
+                break
+            kind = message[0]
+            if kind == "accepted":
+                _, transfer_id, path, info = message
+                if path in adopted:  # queued already, from its folder
+                    adopted.discard(path)
+                    continue
+                indexer.enqueue(transfer_id, Path(path), info)
+            elif kind == "close":
+                _, transfer_id, source = message
+                indexer.close(transfer_id, source)
+            elif kind == "drain":
+                indexer.drain()
+                replies.send(message[1])
+            elif kind == "stop":
+                break
+    finally:
+        indexer.stop()
