@@ -397,36 +397,26 @@ TIMED = (
     ("connectors.dimse.scp", "stage_dataset", "stage_dataset: pynetdicom's temp file → staging"),
     ("hub.imaging.push", "inspect_instance", "inspect_instance: one walk + checks"),
     (
-        "hub.imaging.indexer",
-        "InstanceIndexer.accept",
-        "InstanceIndexer.accept: rename into accepted/ (and fsyncs if flush_before_success)",
+        "hub.imaging.indexer_process",
+        "IndexerProcess.accept",
+        "IndexerProcess.accept: into accepted/, and told to the indexer process",
     ),
     (
         "hub.imaging.indexer",
-        "InstanceIndexer._index",
-        "InstanceIndexer._index: a batch, in the writer thread (link, rows, COMMIT)",
+        "InstanceIndexer.keep",
+        "InstanceIndexer.keep: the rename (and fsyncs if flush_before_success)",
     ),
-    ("dicom.store", "ContentStore.link_file", "ContentStore.link_file: hash, link"),
-    ("os", "fsync", "os.fsync: files and folders, all threads (concurrent ones summed)"),
-    ("sqlalchemy.orm", "Session.commit", "Session.commit: flush + COMMIT (WAL fsync)"),
 )
-# cProfile: (file suffix, function, label); the largest match counts (SQLAlchemy's
-# SessionTransaction.commit is also a `commit` in session.py, called by Session.commit).
+# cProfile: (file suffix, function, label); the largest match counts.
 PROFILED = (
-    ("pynetdicom/dul.py", "run_reactor", "DUL thread (reads, decodes, spools), whole life"),
+    ("connectors/dimse/scp.py", "run", "DUL thread (reads, decodes, spools), whole life"),
     ("pynetdicom/association.py", "run_reactor", "association thread, whole life"),
-    ("~", "<built-in method time.sleep>", "time.sleep (pynetdicom's polling loops)"),
-    ("~", "<built-in method select.select>", "select.select (DUL: data ready?)"),
+    ("~", "<built-in method select.select>", "select.select (DUL naps)"),
     ("pynetdicom/service_class.py", "SCP", "StorageServiceClass.SCP (one C-STORE)"),
     ("connectors/dimse/scp.py", "_store", "StorageScp._store (our handler)"),
     ("connectors/dimse/received.py", "stage_dataset", "stage_dataset"),
     ("dicom/instances.py", "inspect_instance", "inspect_instance (one walk + checks)"),
-    ("hub/imaging/indexer.py", "accept", "InstanceIndexer.accept (fsync, rename)"),
-    ("hub/imaging/indexer.py", "_index", "InstanceIndexer._index (writer thread, batches)"),
-    ("dicom/store.py", "link_file", "ContentStore.link_file (hash, link)"),
-    ("~", "<built-in method posix.fsync>", "os.fsync"),
-    ("sqlalchemy/orm/session.py", "commit", "Session.commit (flush + COMMIT)"),
-    ("~", "<method 'commit' of 'sqlite3.Connection' objects>", "sqlite3 COMMIT"),
+    ("hub/imaging/indexer_process.py", "accept", "IndexerProcess.accept (rename, tell)"),
 )
 
 
@@ -483,18 +473,18 @@ def _install_timers(out: Path) -> None:
             owner = getattr(owner, part)
         setattr(owner, name, timed(label, getattr(owner, name)))
 
-    from hub.imaging.indexer import InstanceIndexer
+    from hub.imaging.indexer_process import IndexerProcess
 
-    close = InstanceIndexer._close
+    close = IndexerProcess.close
     ended = [0]
 
-    def closed(self: InstanceIndexer, closing: Any) -> None:
-        close(self, closing)
-        with lock:  # the totals so far, once per transfer closed (the warm-up's, then all)
+    def closed(self: IndexerProcess, transfer_id: int, source: str) -> None:
+        close(self, transfer_id, source)
+        with lock:  # the totals so far, once per association ended (the warm-up's, then all)
             ended[0] += 1
             (out / f"timers-{ended[0]}.json").write_text(json.dumps(totals))
 
-    InstanceIndexer._close = closed  # type: ignore[method-assign]
+    IndexerProcess.close = closed  # type: ignore[method-assign]
 
 
 def instrumented_rows(mode: str, folder: Path, instances: int) -> tuple[list[tuple[str, str]], str]:

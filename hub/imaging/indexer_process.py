@@ -20,13 +20,16 @@ committed an instance's file is in its transfer's folder.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import multiprocessing
+import queue
 import threading
+import time
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from dicom.instances import InstanceInfo
 from dicom.store import ContentStore
@@ -38,9 +41,11 @@ from hub.storage.db import make_engine, make_session_factory
 log = logging.getLogger("hub.imaging")
 
 STOP_SECONDS = 60.0
+SEND_LINGER_SECONDS = 0.005
+RESTART_SECONDS = 1.0
 
-# Messages, SCP -> indexer process: ("accepted", transfer id, path, InstanceInfo),
-# ("close", transfer id, source), ("drain", token), ("stop",).
+# What the SCP's process tells the indexer process, in lists: ("accepted", transfer id,
+# path, InstanceInfo), ("close", transfer id, source), ("drain", token), ("stop",).
 _Message = tuple[object, ...]
 
 
@@ -48,7 +53,10 @@ class IndexerProcess:
     """What PushIntake needs of an indexer, with the writer in a child process.
 
     `indexer` is this process's InstanceIndexer, never started: its `open_transfer`,
-    `keep` and `recover` run here, on the same folder the child indexes.
+    `keep` and `recover` run here, on the same folder the child indexes. What the child is
+    told goes through an outbox: a sender thread takes what came in SEND_LINGER_SECONDS
+    and sends it as one message, so that a C-STORE's answer waits for neither pickling nor
+    the pipe.
     """
 
     def __init__(
@@ -69,12 +77,14 @@ class IndexerProcess:
             log_level,
             log_format,
         )
-        self._open: set[int] = set()  # transfers whose associations are going
-        self._lock = threading.Lock()  # one message at a time on the pipe
+        self._outbox: queue.SimpleQueue[_Message] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # the child and `_open`
+        self._open: set[int] = set()  # transfers not closed yet, as far as the child was told
         self._process: BaseProcess | None = None
         self._messages: Connection | None = None
         self._replies: Connection | None = None
-        self._drains = 0
+        self._sender: threading.Thread | None = None
+        self._drains = itertools.count(1)
 
     # -- PushIntake's side -------------------------------------------------------------------
 
@@ -85,15 +95,13 @@ class IndexerProcess:
         return transfer_id
 
     def accept(self, transfer_id: int, staged: Path, info: InstanceInfo) -> None:
-        """As InstanceIndexer.accept: on disk in the transfer's folder when this returns.
-        Raises OSError when the file cannot be kept or no indexer process can be started."""
+        """As InstanceIndexer.accept: on disk in the transfer's folder when this returns
+        (OSError when it cannot be kept), indexed by the child."""
         path = self.local.keep(transfer_id, staged)
-        self._send(("accepted", transfer_id, str(path), info))
+        self._outbox.put(("accepted", transfer_id, str(path), info))
 
     def close(self, transfer_id: int, source: str) -> None:
-        with self._lock:
-            self._open.discard(transfer_id)
-        self._send(("close", transfer_id, source))
+        self._outbox.put(("close", transfer_id, source))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -104,34 +112,40 @@ class IndexerProcess:
     def start(self) -> None:
         with self._lock:
             self._spawn(recover=[], adopt=[])
+        self._sender = threading.Thread(target=self._send, name="dicom-indexer-outbox")
+        self._sender.start()
 
-    def drain(self, timeout: float | None = None) -> bool:
-        """Wait until the child has indexed (or closed) all it was sent; False on timeout."""
-        with self._lock:
-            self._drains += 1
-            token = self._drains
-            self._send_locked(("drain", token))
+    def drain(self, timeout: float = STOP_SECONDS) -> bool:
+        """Wait until the child has indexed (or closed) all it was told; False on timeout."""
+        token = next(self._drains)
+        self._outbox.put(("drain", token))
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
             replies = self._replies
-        assert replies is not None
-        while replies.poll(timeout):
-            if replies.recv() == token:
-                return True
+            try:
+                if replies is not None and replies.poll(min(left, 0.5)) and replies.recv() == token:
+                    return True
+            except (OSError, EOFError):  # replaced meanwhile: a restarted child
+                time.sleep(0.05)
         return False
 
     def stop(self, timeout: float = STOP_SECONDS) -> None:
-        """The child indexes what it was sent, then ends."""
+        """The child indexes what it was told, then ends."""
+        sender, self._sender = self._sender, None
+        if sender is None:
+            return
+        self._outbox.put(("stop",))
+        sender.join()
         with self._lock:
-            process, messages = self._process, self._messages
-            self._process = None
-            if process is None or messages is None:
-                return
-            with contextlib.suppress(OSError):  # gone already: the next start recovers
-                messages.send(("stop",))
-            process.join(timeout)
-            if process.is_alive():
-                log.error("the DICOM indexer process did not stop in %.0f s; ending it", timeout)
-                process.terminate()
+            process, self._process = self._process, None
+            if process is not None:
                 process.join(timeout)
+                if process.is_alive():
+                    log.error(
+                        "the DICOM indexer process did not stop in %.0f s; ending it", timeout
+                    )
+                    process.terminate()
+                    process.join(timeout)
             self._close_pipes()
 
     @property
@@ -139,25 +153,43 @@ class IndexerProcess:
         """The child's process id (operations and tests)."""
         return self._process.pid if self._process is not None else None
 
-    # -- the pipe ----------------------------------------------------------------------------
+    # -- the sender thread ---------------------------------------------------------------------
 
-    def _send(self, message: _Message) -> None:
-        with self._lock:
-            self._send_locked(message)
-
-    def _send_locked(self, message: _Message) -> None:
-        if self._messages is not None:
-            try:
-                self._messages.send(message)
+    def _send(self) -> None:
+        while True:
+            batch = [self._outbox.get()]
+            time.sleep(SEND_LINGER_SECONDS)  # what comes meanwhile goes in the same message
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    batch.append(self._outbox.get_nowait())
+            self._deliver(batch)
+            if batch[-1][0] == "stop":
                 return
-            except OSError:
-                exit_code = self._process.exitcode if self._process is not None else None
-                log.error(
-                    "the DICOM indexer process ended (exit code %s); starting another", exit_code
-                )
-        self._restart()
-        assert self._messages is not None
-        self._messages.send(message)  # an OSError now reaches the SCP: out of resources
+
+    def _deliver(self, batch: list[_Message]) -> None:
+        """Send `batch`, starting another child if this one is gone (until it can)."""
+        while True:
+            with self._lock:
+                try:
+                    if self._messages is None:
+                        raise BrokenPipeError("no indexer process")
+                    self._messages.send(batch)
+                    for message in batch:
+                        if message[0] == "close":
+                            self._open.discard(cast(int, message[1]))
+                    return
+                except OSError:
+                    exit_code = self._process.exitcode if self._process is not None else None
+                    log.error(
+                        "the DICOM indexer process ended (exit code %s); starting another",
+                        exit_code,
+                    )
+                try:
+                    self._restart()
+                    continue
+                except OSError as exc:
+                    log.error("no DICOM indexer process (%s); trying again", type(exc).__name__)
+            time.sleep(RESTART_SECONDS)
 
     def _restart(self) -> None:
         """A new child: it queues the files of the transfers still going and recovers the
@@ -217,25 +249,35 @@ def _serve(
     if recover:
         indexer.recover(only=recover)
     try:
-        while True:
-            try:
-                message = messages.recv()
-            except EOFError:  # the SCP's process is gone: index what it sent, and end
-                break
-            kind = message[0]
-            if kind == "accepted":
-                _, transfer_id, path, info = message
-                if path in adopted:  # queued already, from its folder
-                    adopted.discard(path)
-                    continue
-                indexer.enqueue(transfer_id, Path(path), info)
-            elif kind == "close":
-                _, transfer_id, source = message
-                indexer.close(transfer_id, source)
-            elif kind == "drain":
-                indexer.drain()
-                replies.send(message[1])
-            elif kind == "stop":
-                break
+        while _handle(indexer, replies, adopted, messages):
+            pass
     finally:
         indexer.stop()
+
+
+def _handle(
+    indexer: InstanceIndexer, replies: Connection, adopted: set[str], messages: Connection
+) -> bool:
+    """One list of messages; False once told to stop or the SCP's process is gone (what
+    it told is indexed before the end: `indexer.stop`)."""
+    try:
+        batch: list[_Message] = messages.recv()
+    except EOFError:
+        return False
+    for message in batch:
+        kind = message[0]
+        if kind == "accepted":
+            _, transfer_id, path, info = message
+            if path in adopted:  # queued already, from its folder
+                adopted.discard(path)
+                continue
+            indexer.enqueue(cast(int, transfer_id), Path(cast(str, path)), cast(InstanceInfo, info))
+        elif kind == "close":
+            _, transfer_id, source = message
+            indexer.close(cast(int, transfer_id), cast(str, source))
+        elif kind == "drain":
+            indexer.drain()
+            replies.send(message[1])
+        elif kind == "stop":
+            return False
+    return True
