@@ -43,6 +43,10 @@ log = logging.getLogger("hub.imaging")
 STOP_SECONDS = 60.0
 SEND_LINGER_SECONDS = 0.005
 RESTART_SECONDS = 1.0
+# The writer's wait for more instances before a batch: shorter than in the SCP's process,
+# where it also spared the associations' threads; here it only makes transactions larger,
+# and the last batch of a push, which its transfer's close waits for, longer.
+WRITER_LINGER_SECONDS = 0.02
 
 # What the SCP's process tells the indexer process, in lists: ("accepted", transfer id,
 # path, InstanceInfo), ("close", transfer id, source), ("drain", token), ("stop",).
@@ -242,7 +246,10 @@ def _serve(
         make_session_factory(make_engine(database_url)), ContentStore(Path(store_root))
     )
     indexer = InstanceIndexer(
-        importer, flush_before_success=flush_before_success, folder=Path(folder)
+        importer,
+        flush_before_success=flush_before_success,
+        folder=Path(folder),
+        linger_seconds=WRITER_LINGER_SECONDS,
     )
     indexer.start()
     adopted = indexer.adopt(adopt)
