@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from hub.imaging.indexer import ACCEPTED_FOLDER, InstanceIndexer
+from hub.imaging.indexer import ACCEPTED_FOLDER, InstanceIndexer, writer_lock_path
 
 log = logging.getLogger("hub.imaging")
 
@@ -79,6 +79,7 @@ class AcceptedFolderLease:
             if not any(p.name != _LOCK for p in self.folder.iterdir()):
                 (self.folder / _LOCK).unlink()
                 self.folder.rmdir()
+                writer_lock_path(self.folder).unlink(missing_ok=True)
         os.close(self._lock)
 
 
@@ -91,6 +92,7 @@ def _recover_orphan(folder: Path, make_indexer: MakeIndexer) -> int:
         recovered = make_indexer(folder).recover()
         if not any(p.is_dir() for p in folder.iterdir()):  # else kept for an operator
             shutil.rmtree(folder, ignore_errors=True)
+            writer_lock_path(folder).unlink(missing_ok=True)
         return recovered
     finally:
         os.close(lock)

@@ -33,6 +33,7 @@ The queue is bounded: if the database falls behind, `accept` waits, and so do se
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import queue
@@ -153,11 +154,21 @@ class InstanceIndexer:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def recover(self, *, only: Collection[int] | None = None) -> int:
+    def recover(self, *, only: Collection[int] | None = None, wait_for_writer: bool = True) -> int:
         """Index the instances a previous process accepted and did not index, and close
         their transfers: those of every folder there, or of the transfers `only` names.
         Before the SCP listens. The number indexed. A database failure is raised: the hub
-        cannot start without its database anyway."""
+        cannot start without its database anyway.
+
+        `wait_for_writer`: first wait until no indexer process holds this folder's
+        writer lock (one whose SCP's process was killed indexes what it was told, then
+        ends); an indexer process recovering for itself already holds it."""
+        if wait_for_writer:
+            lock = hold_writer_lock(self.folder)
+            try:
+                return self.recover(only=only, wait_for_writer=False)
+            finally:
+                os.close(lock)
         indexed = 0
         for folder in sorted(self.folder.iterdir()):
             if not (folder.is_dir() and folder.name.isdigit()):
@@ -330,6 +341,24 @@ class InstanceIndexer:
 
     def _transfer_folder(self, transfer_id: int) -> Path:
         return self.folder / str(transfer_id)
+
+
+def writer_lock_path(folder: Path) -> Path:
+    """The file whose flock says an indexer process writes what is accepted in `folder`:
+    beside it, hidden (not in it: an accepted folder holds transfers only)."""
+    return folder.parent / f".{folder.name}.writer.lock"
+
+
+def hold_writer_lock(folder: Path) -> int:
+    """An exclusive flock on `folder`'s writer lock (waiting for it): held by the indexer
+    process that writes what is accepted there, for its whole life. Its descriptor."""
+    descriptor = os.open(writer_lock_path(folder), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return descriptor
 
 
 def _delays() -> Iterator[float]:

@@ -10,7 +10,8 @@ two run on two cores.
 What is accepted is safe in either process's death, as before: until its row is
 committed an instance's file is in its transfer's folder.
 - The SCP's process dies: the indexer process reads the end of its pipe, indexes what it
-  was told of, and exits; the next start recovers the rest (InstanceIndexer.recover).
+  was told of, and exits; the next start recovers the rest (InstanceIndexer.recover, which
+  first waits for the folder's writer lock, held by the indexer process while it lives).
 - The indexer process dies: the next message the SCP sends it finds the pipe broken, and
   a new one is started. It queues the files already in the folders of transfers whose
   associations are still going (they are closed when those end, as usual) and recovers
@@ -34,7 +35,7 @@ from typing import Literal, cast
 from dicom.instances import InstanceInfo
 from dicom.store import ContentStore
 from hub.imaging.importer import DicomImporter
-from hub.imaging.indexer import InstanceIndexer
+from hub.imaging.indexer import InstanceIndexer, hold_writer_lock
 from hub.logs import configure_logging
 from hub.storage.db import make_engine, make_session_factory
 
@@ -251,10 +252,12 @@ def _serve(
         folder=Path(folder),
         linger_seconds=WRITER_LINGER_SECONDS,
     )
+    # Held until this process ends, killed or not: a recovery of this folder waits for it.
+    hold_writer_lock(Path(folder))
     indexer.start()
     adopted = indexer.adopt(adopt)
     if recover:
-        indexer.recover(only=recover)
+        indexer.recover(only=recover, wait_for_writer=False)
     try:
         while _handle(indexer, replies, adopted, messages):
             pass
