@@ -63,18 +63,9 @@ def stage_dataset(event: Event, staging: Staging) -> Path:
     Raises OSError when it cannot be written (the caller answers out of resources).
     """
     target = staging()
-    received = _received_file(event)
+    received = received_file(event)
     if received is not None:
-        try:
-            try:
-                os.replace(received, target)  # a rename on the same file system
-            except OSError as exc:
-                if exc.errno != errno.EXDEV:
-                    raise
-                shutil.move(received, target)  # a streamed copy from another one
-        except BaseException:
-            target.unlink(missing_ok=True)
-            raise
+        move_file(received, target)
         return target
     request = cast(C_STORE, event.request)
     encoded = request.DataSet
@@ -91,15 +82,30 @@ def stage_dataset(event: Event, staging: Staging) -> Path:
     return target
 
 
+def move_file(source: Path, target: Path) -> None:
+    """Rename `source` to `target`, or copy it there (streamed) and remove it when they are
+    on different file systems. Raises OSError; `target` is then not left half written."""
+    try:
+        try:
+            os.replace(source, target)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            shutil.move(source, target)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+
+
 def discard_received(event: Event) -> None:
     """Remove pynetdicom's temporary file of a dataset that was not staged (it does so
     itself for a Storage SCP, not for the C-STORE sub-operations of a C-GET)."""
-    received = _received_file(event)
+    received = received_file(event)
     if received is not None:
         received.unlink(missing_ok=True)
 
 
-def _received_file(event: Event) -> Path | None:
+def received_file(event: Event) -> Path | None:
     """The temporary file pynetdicom streamed the dataset into, when it did."""
     try:
         path = event.dataset_path

@@ -4,10 +4,12 @@ PACS answer the hub's C-MOVE through it.
 pynetdicom's threaded server runs it, one thread per association; `on_instance` and
 `on_released` are called from those threads, possibly at the same time for different
 associations, and must be thread-safe. Each C-STORE's dataset is written as received to a
-staged file, then `on_instance(path, calling_ae, association_id)` takes it over and its
-return value is the DIMSE status the sender gets. When an association ends (released,
-aborted, or its connection dropped), `on_released(association_id, calling_ae)` tells the
-hub that no more instances will come on it. C-ECHO is answered too.
+file (pynetdicom's temporary file when it streams to disk, which may be on another file
+system than the hub's store; else a staged one), then `on_instance(path, calling_ae,
+association_id)` takes it over and its return value is the DIMSE status the sender gets.
+When an association ends (released, aborted, or its connection dropped),
+`on_released(association_id, calling_ae)` tells the hub that no more instances will come
+on it. C-ECHO is answered too.
 
 Each association runs on two threads of pynetdicom's, woken by what they wait for rather
 than polling as pynetdicom's own do (_PromptAssociation).
@@ -51,6 +53,7 @@ from connectors.dimse.received import (
     Staging,
     configure_pynetdicom,
     discard_received,
+    received_file,
     stage_dataset,
 )
 
@@ -58,9 +61,10 @@ logger = logging.getLogger(__name__)
 
 
 InstanceHandler = Callable[[Path, str, str], int]
-"""(staged path, calling AE title, association id) -> DIMSE status of the C-STORE:
+"""(received file, calling AE title, association id) -> DIMSE status of the C-STORE:
 0x0000 success, 0xA700 out of resources, 0xA900 data set does not match SOP class,
-0xC000 cannot understand; B000/B007/B006 warnings. It owns the path from then on."""
+0xC000 cannot understand; B000/B007/B006 warnings. It owns the file from then on and
+must move it before it returns to keep it: pynetdicom removes its temporary file then."""
 ReleaseHandler = Callable[[str, str], None]
 """(association id, calling AE title), once per association that was established."""
 
@@ -184,7 +188,9 @@ class StorageScp:
                 event.assoc, ("unknown", _calling_ae(event))
             )
         try:
-            path = stage_dataset(event, self._staging)
+            # pynetdicom's own file when it streamed the dataset to disk (no second move:
+            # the handler puts it where it belongs), else the dataset written to staging.
+            path = received_file(event) or stage_dataset(event, self._staging)
         except OSError as exc:
             discard_received(event)
             logger.error(

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from connectors.dimse.received import move_file
 from dicom.errors import InvalidDicom
 from dicom.instances import InstanceInfo, inspect_instance
 from dicom.store import fsync_all, fsync_folder
@@ -129,12 +130,13 @@ class InstanceIndexer:
         self.enqueue(transfer_id, self.keep(transfer_id, staged), info)
 
     def keep(self, transfer_id: int, staged: Path) -> Path:
-        """Move a staged file that passed the checks into the transfer's folder; its path
-        there. Raises OSError (the staged file is then removed) when it cannot be kept."""
+        """Move a received file that passed the checks into the transfer's folder (a copy
+        if it is on another file system); its path there. Raises OSError (the received
+        file is then removed) when it cannot be kept."""
         folder = self._transfer_folder(transfer_id)
         target = folder / (staged.stem + ACCEPTED_SUFFIX)
         try:
-            os.replace(staged, target)
+            move_file(staged, target)
             if self._flush_on_accept:  # its data and its name, flushed together
                 fsync_all([target, folder], self._flusher)
         except OSError:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import shutil
 import subprocess
 import threading
 import zlib
@@ -72,8 +73,10 @@ class Hub:
 
     def on_instance(self, path: Path, calling_ae: str, association_id: str) -> int:
         assert path.is_file()
+        kept = self.staging()  # taken over, as the hub does: what is left there is removed
+        shutil.move(path, kept)
         with self._lock:
-            self.instances.append((path, calling_ae, association_id))
+            self.instances.append((kept, calling_ae, association_id))
             self.events.append(f"instance:{association_id}")
         return self.status
 
