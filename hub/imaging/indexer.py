@@ -29,6 +29,9 @@ instances already answered, as it can in Orthanc, which does not flush the files
 stores.
 
 The queue is bounded: if the database falls behind, `accept` waits, and so do senders.
+
+In service the writer runs in a process of its own (hub.imaging.indexer_process); the
+SCP's process keeps `open_transfer`, `keep` (step 1) and the recovery at start.
 """
 
 from __future__ import annotations

@@ -193,7 +193,9 @@ class IndexerProcess:
                     self._restart()
                     continue
                 except OSError as exc:
-                    log.error("no DICOM indexer process (%s); trying again", type(exc).__name__)
+                    log.error("no DICOM indexer process (%s)", type(exc).__name__)
+                if batch[-1][0] == "stop":  # shutting down: the next start recovers the rest
+                    return
             time.sleep(RESTART_SECONDS)
 
     def _restart(self) -> None:
