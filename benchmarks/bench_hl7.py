@@ -4,6 +4,8 @@
     `hub serve` process (SQLite, mapping off so that ingest alone is measured);
 (b) ORU^R01 with 15 OBX: parse + map + store as FHIR (the mapping job), per core, with and
     without the FHIR model validation (the `hl7_model_validation` setting);
+(b0) the floor under (b)'s storing: the rows (b) left in the FHIR store's tables, written
+    into a fresh database by the sqlite3 module alone, in as many transactions;
 (b') parse + map without storing;
 (c) the `hl7` package's `hl7.parse` alone, and (d) hl7apy's parse alone, on the same messages.
 Peak RSS (VmHWM): of the `hub serve` process of (a), and of a fresh process for each (b).
@@ -28,7 +30,7 @@ from typing import Any
 from connectors.base import Envelope
 from connectors.hl7v2_mllp import MllpSender
 from hub.jobs.worker import JobWorker
-from hub.messages.intake import Hl7Intake
+from hub.messages.intake import MAP_JOB, Hl7Intake
 from hub.runtime import BATCH_SIZES, job_handlers
 from hub.settings import Settings
 from hub.storage.db import make_engine, make_session_factory
@@ -179,15 +181,16 @@ def peak_rss_mib(pid: int | str = "self") -> float:
     raise RuntimeError(f"no VmHWM for process {pid}")
 
 
-def _map_and_store_alone(count: int, models: bool, answer: Any) -> None:
-    answer.put((map_and_store(count, models=models), peak_rss_mib()))
+def _map_and_store_alone(count: int, models: bool, folder: Path, answer: Any) -> None:
+    answer.put((map_and_store(count, folder, models=models), peak_rss_mib()))
 
 
-def map_and_store_process(count: int, *, models: bool = False) -> tuple[float, float]:
-    """(b) in a fresh process of its own: msgs/s and that process's peak RSS."""
+def map_and_store_process(count: int, folder: Path, *, models: bool = False) -> tuple[float, float]:
+    """(b) in a fresh process of its own, on a database in `folder`: msgs/s and that
+    process's peak RSS."""
     context = multiprocessing.get_context("spawn")
     answer = context.Queue()
-    process = context.Process(target=_map_and_store_alone, args=(count, models, answer))
+    process = context.Process(target=_map_and_store_alone, args=(count, models, folder, answer))
     process.start()
     try:
         figures: tuple[float, float] = answer.get(timeout=900)
@@ -196,8 +199,51 @@ def map_and_store_process(count: int, *, models: bool = False) -> tuple[float, f
     return figures
 
 
-def map_and_store(count: int, *, models: bool = False) -> float:
-    folder = Path(tempfile.mkdtemp())
+def store_floor(mapped_database: Path, count: int) -> dict[str, float]:
+    """(b0) The floor under (b)'s storing: the rows that mapping `count` messages left in
+    the FHIR store's tables (current resources, versions, search index) written again into
+    a fresh database of the same schema with the sqlite3 module alone (no hub code, no
+    SQLAlchemy), in as many transactions as the mapping job commits (BATCH_SIZES), each a
+    few executemany. Messages/s, and the rows and bytes of one message."""
+    import sqlite3
+
+    tables = ("fhir_resource", "fhir_resource_version", "fhir_search_index")
+    source = sqlite3.connect(mapped_database)
+    rows = {table: source.execute(f"SELECT * FROM {table}").fetchall() for table in tables}  # noqa: S608
+    columns = {
+        table: len(source.execute(f"SELECT * FROM {table} LIMIT 0").description)  # noqa: S608
+        for table in tables
+    }
+    source.close()
+    target_path = mapped_database.with_name("floor.db")
+    upgrade(make_engine(f"sqlite:///{target_path}"))  # the same tables and indexes
+    target = sqlite3.connect(target_path, isolation_level=None)
+    target.execute("PRAGMA journal_mode=WAL")  # as hub.storage.db
+    transactions = -(-count // BATCH_SIZES[MAP_JOB])
+    started = time.perf_counter()
+    for number in range(transactions):
+        target.execute("BEGIN IMMEDIATE")
+        for table in tables:
+            share = rows[table][
+                len(rows[table]) * number // transactions : len(rows[table])
+                * (number + 1)
+                // transactions
+            ]
+            marks = ", ".join("?" * columns[table])
+            target.executemany(f"INSERT INTO {table} VALUES ({marks})", share)  # noqa: S608
+        target.execute("COMMIT")
+    seconds = time.perf_counter() - started
+    target.close()
+    content = sum(len(str(row)) for table in tables[:2] for row in rows[table])
+    return {
+        "msgs_per_s": count / seconds,
+        "resources_per_msg": len(rows["fhir_resource"]) / count,
+        "index_rows_per_msg": len(rows["fhir_search_index"]) / count,
+        "kib_per_msg": content / count / 1024,
+    }
+
+
+def map_and_store(count: int, folder: Path, *, models: bool = False) -> float:
     settings = Settings(
         database_url=f"sqlite:///{folder / 'hub.db'}",
         signing_key_file=folder / "key.json",
@@ -227,9 +273,13 @@ def main() -> None:
     )
     peak_rss: dict[str, float] = {}
     name = "(b) our parse + map + store (SQLite)"
-    figures[name], peak_rss[name] = map_and_store_process(200)
+    with tempfile.TemporaryDirectory() as folder:
+        figures[name], peak_rss[name] = map_and_store_process(200, Path(folder))
+        floor = store_floor(Path(folder) / "hub.db", 200)
+    figures["(b0) floor: (b)'s rows written by sqlite3 alone, no hub code"] = floor["msgs_per_s"]
     name = "(b) the same, with FHIR model validation on"
-    figures[name], peak_rss[name] = map_and_store_process(200, models=True)
+    with tempfile.TemporaryDirectory() as folder:
+        figures[name], peak_rss[name] = map_and_store_process(200, Path(folder), models=True)
     ingest, peak_rss["(a) MLLP ingest: `hub serve`"] = mllp_ingest(per_sender=500)
     for name, value in ingest.items():
         figures[f"(a) MLLP send → persist → ACK, {name}"] = value
@@ -239,10 +289,23 @@ def main() -> None:
     table = ["| measure (ORU^R01, 15 OBX; (a) 3 OBX) | msgs/s |", "|---|---:|"]
     table += [f"| {name} | {value:,.0f} |" for name, value in figures.items()]
     table += [f"| peak RSS (MiB), {name} | {value:,.0f} |" for name, value in peak_rss.items()]
+    table.append(
+        f"| (b)'s rows for one message: resources (each stored twice, current and version) "
+        f"· search index rows · KiB of resource rows | {floor['resources_per_msg']:.0f} · "
+        f"{floor['index_rows_per_msg']:.0f} · {floor['kib_per_msg']:.0f} |"
+    )
     markdown = f"HL7 v2 benchmark on {machine}\n\n" + "\n".join(table) + "\n"
     (RESULTS / "hl7.md").write_text(markdown)
     (RESULTS / "hl7.json").write_text(
-        json.dumps({"machine": machine, "msgs_per_s": figures, "peak_rss_mib": peak_rss}, indent=2)
+        json.dumps(
+            {
+                "machine": machine,
+                "msgs_per_s": figures,
+                "peak_rss_mib": peak_rss,
+                "store_floor": floor,
+            },
+            indent=2,
+        )
     )
     print(markdown)
 
