@@ -175,12 +175,10 @@ class InstanceIndexer:
             finally:
                 os.close(lock)
         indexed = 0
-        for folder in sorted(self.folder.iterdir()):
-            if not (folder.is_dir() and folder.name.isdigit()):
-                continue
-            transfer_id = int(folder.name)
+        for transfer_id in self.accepted_transfers():
             if only is not None and transfer_id not in only:
                 continue
+            folder = self._transfer_folder(transfer_id)
             try:
                 accepted = self._accepted_in(transfer_id, folder)
                 for start in range(0, len(accepted), self.batch_size):
@@ -194,6 +192,11 @@ class InstanceIndexer:
         if indexed:
             log.warning("recovered %d accepted instance(s) that were not indexed", indexed)
         return indexed
+
+    def accepted_transfers(self) -> list[int]:
+        """The transfers that have a folder of accepted instances here, in order."""
+        folders = (f for f in self.folder.iterdir() if f.is_dir() and f.name.isdigit())
+        return sorted(int(folder.name) for folder in folders)
 
     def adopt(self, transfer_ids: Collection[int]) -> set[str]:
         """Queue the files already in these transfers' folders (an indexer process started

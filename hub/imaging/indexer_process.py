@@ -58,10 +58,10 @@ class IndexerProcess:
     """What PushIntake needs of an indexer, with the writer in a child process.
 
     `indexer` is this process's InstanceIndexer, never started: its `open_transfer`,
-    `keep` and `recover` run here, on the same folder the child indexes. What the child is
-    told goes through an outbox: a sender thread takes what came in SEND_LINGER_SECONDS
-    and sends it as one message, so that a C-STORE's answer waits for neither pickling nor
-    the pipe.
+    `keep` and (before `start`) `recover` run here, on the same folder the child indexes.
+    What the child is told goes through an outbox: a sender thread takes what came in
+    SEND_LINGER_SECONDS and sends it as one message, so that a C-STORE's answer waits for
+    neither pickling nor the pipe.
     """
 
     def __init__(
@@ -109,10 +109,6 @@ class IndexerProcess:
         self._outbox.put(("close", transfer_id, source))
 
     # -- lifecycle ---------------------------------------------------------------------------
-
-    def recover(self) -> int:
-        """InstanceIndexer.recover, here, before `start` (and before the SCP listens)."""
-        return self.local.recover()
 
     def start(self) -> None:
         with self._lock:
@@ -204,8 +200,7 @@ class IndexerProcess:
         if self._process is not None:
             self._process.join(STOP_SECONDS)
         self._close_pipes()
-        folders = [f for f in self.local.folder.iterdir() if f.is_dir() and f.name.isdigit()]
-        existing = {int(folder.name) for folder in folders}
+        existing = set(self.local.accepted_transfers())
         self._spawn(recover=sorted(existing - self._open), adopt=sorted(self._open & existing))
 
     def _spawn(self, *, recover: list[int], adopt: list[int]) -> None:

@@ -11,7 +11,6 @@ the broker's queue and its unacknowledged messages empty), never from elapsed ti
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,14 +20,21 @@ import redis
 from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session
 
-from connectors.base import Envelope
-from connectors.hl7v2_mllp import frame
 from hub.jobs.dispatch import QUEUE, JobPublisher, celery_app
 from hub.jobs.outbox import enqueue
 from hub.messages.intake import MAP_JOB, Hl7Intake
 from hub.storage.db import make_session_factory
 from hub.storage.tables import JobRow, MessageRow, ResourceRow
-from tests.reliability.conftest import HUB, REPO, HubProcess, free_port, job_counts, wait_for
+from tests.reliability.conftest import (
+    HUB,
+    REPO,
+    HubProcess,
+    envelope,
+    free_port,
+    job_counts,
+    send,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -49,10 +55,6 @@ def oru(tag: str, number: int) -> bytes:
         "OBX|1|NM|718-7^Hemoglobin^LN||9.1|g/dL^^UCUM|11.5-15.5|L|||F\r"
         "OBX|2|NM|6690-2^WBC^LN||1.2|10*3/uL^^UCUM|4.5-13.5|L|||F\r"
     ).encode()
-
-
-def envelope(payload: bytes) -> Envelope:
-    return Envelope(payload, transport="mllp", channel="st-mary", peer="127.0.0.1")
 
 
 class WorkerProcess(HubProcess):
@@ -194,19 +196,6 @@ def test_two_workers_run_each_announced_job_exactly_once(
         assert observations(engine) == 2 * 2 * ORUS
     finally:
         engine.dispose()
-
-
-def send(port: int, payload: bytes) -> bytes:
-    """One message on a connection of its own; the ACK's bytes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
-        connection.sendall(frame(payload))
-        answer = b""
-        while not answer.endswith(b"\x1c\r"):
-            chunk = connection.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
-        return answer
 
 
 def test_two_workers_running_the_listeners_share_their_ports(

@@ -21,6 +21,8 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from connectors.base import Envelope
+from connectors.hl7v2_mllp import frame
 from hub.storage.db import make_engine
 from hub.storage.tables import JobRow
 from tests.private_postgres import PrivatePostgres, PrivatePostgresError, private_postgres
@@ -35,6 +37,24 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def envelope(payload: bytes) -> Envelope:
+    """A message as the St Mary lab feed's MLLP listener hands it to the intake."""
+    return Envelope(payload, transport="mllp", channel="st-mary", peer="127.0.0.1")
+
+
+def send(port: int, payload: bytes) -> bytes:
+    """One message on a connection of its own; the ACK (b"" if the connection closed)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as connection:
+        connection.sendall(frame(payload))
+        answer = b""
+        while not answer.endswith(b"\x1c\r"):
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        return answer
 
 
 def wait_for(

@@ -21,13 +21,12 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from connectors.hl7v2_mllp import frame
 from hub.messages.intake import MAP_JOB
 from hub.messages.mapping_job import MESSAGE_ID_SYSTEM
 from hub.storage.tables import MessageRow, ResourceRow
 from tests.integration.test_scale_out import WorkerProcess, oru
 from tests.private_redis import PrivateRedis, PrivateRedisError
-from tests.reliability.conftest import HubProcess, free_port, job_counts, wait_for
+from tests.reliability.conftest import HubProcess, free_port, job_counts, send, wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
@@ -44,19 +43,6 @@ def broker(tmp_path: Path) -> Iterator[PrivateRedis]:
         pytest.fail(str(exc), pytrace=False)
     yield server
     server.kill()
-
-
-def send(port: int, payload: bytes) -> bytes:
-    """One message on a connection of its own; the ACK (b"" if the connection closed)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=60) as connection:
-        connection.sendall(frame(payload))
-        answer = b""
-        while not answer.endswith(b"\x1c\r"):
-            chunk = connection.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
-        return answer
 
 
 def listening(port: int) -> bool:

@@ -21,7 +21,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from connectors.base import Envelope
 from hub import codes
 from hub.app import create_app
 from hub.demo.outside_record import build_outside_record, counts
@@ -49,7 +48,7 @@ from tests.integration.test_hl7_delivery import OPINION
 from tests.integration.test_hl7_return_channel import ref, return_route, whole_hub
 from tests.integration.test_opinions import _signed_opinion
 from tests.mllp_peer import Hl7Peer, hl7_peer
-from tests.reliability.conftest import HubProcess, dead_jobs, job_counts, wait_for
+from tests.reliability.conftest import HubProcess, dead_jobs, envelope, job_counts, wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
@@ -67,10 +66,6 @@ def oru(number: int) -> bytes:
         "OBX|1|NM|718-7^Hemoglobin^LN||9.1|g/dL^^UCUM|11.5-15.5|L|||F\r"
         "OBX|2|NM|6690-2^WBC^LN||1.2|10*3/uL^^UCUM|4.5-13.5|L|||F\r"
     ).encode()
-
-
-def envelope(payload: bytes) -> Envelope:
-    return Envelope(payload, transport="mllp", channel="st-mary", peer="127.0.0.1")
 
 
 def worker(url: str, tmp_path: Path, name: str, **env: str) -> HubProcess:
