@@ -13,8 +13,11 @@ The database stays the source of truth; the broker only says "look now":
   (the mapping jobs then still run 25 to a transaction).
 - **Consuming.** `worker_app(broker_url, job_worker)`: `run_job(job_id)` claims that job
   by id under the outbox's lease rules (`JobWorker.run_job`), so a message delivered twice,
-  late, or for a job another worker holds does nothing. Messages are acknowledged after the
-  task (acks_late) and one at a time (prefetch 1); a worker killed mid-job leaves its
+  late, or for a job another worker holds does nothing. A message is also spent on a job
+  held back: a patient's next mapping while an earlier one runs elsewhere. So a worker
+  that ran jobs goes on with the due ones until none is left (as `run_due` does), and the
+  worker that held the earlier job runs the one held back. Messages are acknowledged after
+  the task (acks_late) and one at a time (prefetch 1); a worker killed mid-job leaves its
   message to be redelivered after the broker's visibility timeout, set above the lease.
 - **Sweeping.** `Sweeper`: every worker also polls the outbox slowly for jobs overdue by
   a sweep period: messages lost while the broker was down, leases that ran out after a
@@ -191,12 +194,14 @@ def worker_app(broker_url: str, job_worker: JobWorker) -> Celery:
     """The Celery app of a `hub worker`: its tasks run `job_worker`'s jobs."""
     app = celery_app(broker_url, lease_seconds=job_worker.lease_seconds)
 
-    @app.task(name=RUN_JOB)  # type: ignore[untyped-decorator]
+    @app.task(name=RUN_JOB, shared=False)  # type: ignore[untyped-decorator]
     def run_job(job_id: int) -> int:
-        """Run this job unless it is done, dead or held (idempotent)."""
-        return job_worker.run_job(job_id)
+        """Run this job unless it is done, dead or held (idempotent); having run any, run
+        the due jobs until none is left (see the module: the jobs its run held back)."""
+        ran = job_worker.run_job(job_id)
+        return ran + job_worker.run_until_idle() if ran else 0
 
-    @app.task(name=RUN_DUE)  # type: ignore[untyped-decorator]
+    @app.task(name=RUN_DUE, shared=False)  # type: ignore[untyped-decorator]
     def run_due() -> int:
         """Run due jobs until none is left (several workers share them)."""
         return job_worker.run_until_idle()

@@ -3,9 +3,9 @@ or retry with exponential backoff, and after `max_attempts` move to the dead let
 
 A job is claimed by a conditional UPDATE (status pending → running), so two workers never
 run it at once; a worker that dies leaves a lease that runs out, and the job is retried.
-On PostgreSQL the candidates are read FOR UPDATE SKIP LOCKED: claimers working at once
-(several `hub worker`s) take different rows instead of waiting on (or deadlocking over)
-each other's; SQLite has one writer at a time and no such clause.
+On PostgreSQL claims take turns (an advisory lock, `_Claim`) and read their candidates
+FOR UPDATE SKIP LOCKED, passing over a row a job's run is still writing; SQLite has one
+writer at a time and no such clause.
 Jobs given a partition key (the HL7 mapping: one per patient) run one at a time and in
 job id order within their partition, partitions side by side (`_Claim`).
 Jobs must be idempotent: one may run again after a crash between its effect and `done`.
@@ -143,7 +143,7 @@ def claim_job(
         session.rollback()
         return []
     kind, candidates = first[0].kind, first
-    if first[0].partition_key is not None:  # read again, under the claim lock
+    if first[0].partition_key is not None:  # only as its partition's next
         candidates = claim.read(query.where(claim.partition_free()))
     if claim.size(kind) > len(candidates):
         more = claim.due({kind}, 0.0).where(JobRow.job_id != job_id)
@@ -154,7 +154,7 @@ def claim_job(
 
 
 _CLAIM_LOCK = zlib.crc32(b"hub.jobs:partitioned-claims")
-"""The PostgreSQL advisory lock that claims of partitioned jobs hold until they commit."""
+"""The PostgreSQL advisory lock that every claim holds until it commits."""
 
 _Candidate = Row[int, str, str | None]
 _Candidates = Select[int, str, str | None]
@@ -175,10 +175,13 @@ class _Claim:
     of a partition (`fill`): they run in that order in the one batch transaction.
 
     That test reads other rows than those it locks, so two claimers must not make it at
-    once: on PostgreSQL a claim that meets partitioned jobs takes a transaction-scoped
-    advisory lock and reads again (under READ COMMITTED the new statement sees every claim
-    committed before); claims, milliseconds long, take turns, the runs do not. SQLite's
-    transactions take the write lock at BEGIN, one at a time already.
+    once: on PostgreSQL every claim takes a transaction-scoped advisory lock before it
+    reads (under READ COMMITTED each statement then sees every claim committed before);
+    claims, milliseconds long, take turns, the runs do not. SQLite's transactions take the
+    write lock at BEGIN, one at a time already. Taking turns also means a claim never skips
+    a job because another claim has it locked and may leave it: a job a claim reads and
+    does not take is one a broker message may have named, and that message would have
+    been spent on nothing.
     """
 
     def __init__(
@@ -188,7 +191,8 @@ class _Claim:
         self.now = utc_now()
         self.lease_until = self.now + timedelta(seconds=lease_seconds)
         self.batch_sizes = batch_sizes or {}
-        self.serialized = False
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(select(func.pg_advisory_xact_lock(_CLAIM_LOCK)))
         self.taken: list[int] = []
         self.partitions: set[str] = set()
         self.kind = ""
@@ -222,16 +226,9 @@ class _Claim:
         return JobRow.partition_key.is_(None) | ~blocking.exists()
 
     def read(self, query: _Candidates) -> list[_Candidate]:
-        """The rows of `query`, locked (skipping rows other claimers hold); read again under
-        the claim lock if any is partitioned and the lock is not held yet."""
-        locked = query.with_for_update(skip_locked=True)
-        rows: list[_Candidate] = list(self.session.execute(locked).all())
-        if not self.serialized and any(row.partition_key is not None for row in rows):
-            self.serialized = True
-            if self.session.get_bind().dialect.name == "postgresql":
-                self.session.execute(select(func.pg_advisory_xact_lock(_CLAIM_LOCK)))
-                rows = list(self.session.execute(locked).all())
-        return rows
+        """The rows of `query`, locked (skipping rows a job's run holds: a job it is
+        marking done, or one whose lease ran out while its worker still finishes)."""
+        return list(self.session.execute(query.with_for_update(skip_locked=True)).all())
 
     def lease(self, candidates: Sequence[_Candidate]) -> None:
         """Lease the candidates of the first one's kind by conditional UPDATEs (a job

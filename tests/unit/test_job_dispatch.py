@@ -16,9 +16,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.fhir.dates import utc_now
-from hub.jobs.dispatch import RUN_DUE, RUN_JOB, JobPublisher, Sweeper
+from hub.jobs.dispatch import RUN_DUE, RUN_JOB, JobPublisher, Sweeper, worker_app
 from hub.jobs.outbox import Job, claim_due, claim_job, enqueue, mark_done
-from hub.jobs.worker import JobWorker
+from hub.jobs.worker import JobWorker, OwnTransactions
 from hub.storage.db import make_engine, make_session_factory
 from hub.storage.tables import JobRow
 
@@ -183,6 +183,31 @@ def test_a_batched_kind_claimed_by_id_takes_due_jobs_of_its_kind_along(
     assert ran[0] == "m4"
     assert sum(worker.run_job(job_id) for job_id in ids) == 2  # the rest, once each
     assert sorted(ran) == [f"m{n}" for n in range(5)]
+
+
+def test_a_message_spent_on_a_job_held_back_leaves_it_to_the_worker_of_the_one_before(
+    sessions: sessionmaker[Session],
+) -> None:
+    """One patient's two mappings: the second's message arrives while the first runs, and
+    is spent on nothing (the partition holds the second back). The worker that ran the
+    first runs the second after it, with no message and no sweep."""
+    with sessions() as session:
+        first, second = (enqueue(session, "own", name, partition_key="MRN-1") for name in "ab")
+        session.commit()
+    ran: list[str] = []
+    spent: list[int] = []
+
+    def run(own_sessions: sessionmaker[Session], job: Job) -> None:
+        if job.subject == "a":
+            spent.append(run_job(second.job_id))  # another worker thread takes the message
+        ran.append(job.subject)
+        with own_sessions.begin() as session:
+            mark_done(session, job)
+
+    job_worker = JobWorker(sessions, {"own": OwnTransactions(run)})
+    run_job = worker_app("redis://127.0.0.1:9/0", job_worker).tasks[RUN_JOB]  # never sent to
+    assert run_job(first.job_id) == 2
+    assert spent == [0] and ran == ["a", "b"]
 
 
 def test_the_sweep_leaves_fresh_jobs_to_their_messages_and_runs_overdue_ones(
