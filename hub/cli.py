@@ -45,7 +45,6 @@ def serve(
 ) -> None:
     """Run the hub's HTTP API (FHIR REST under /fhir)."""
     from hub.app import create_app
-    from hub.heap import freeze_startup_heap
 
     settings = Settings()
     overrides = {"host": host, "port": port}
@@ -55,10 +54,8 @@ def serve(
     configure_logging(log_level, settings.log_format)
     # uvicorn's access log prints query strings, which can hold PHI (?name=, ?identifier=):
     # the hub logs each request itself, by route template (hub.api.middleware).
-    application = create_app(settings)
-    freeze_startup_heap()  # here, not in the lifespan: a test process starts many apps
     uvicorn.run(
-        application,
+        create_app(settings),
         host=settings.host,
         port=settings.port,
         access_log=False,

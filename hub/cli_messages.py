@@ -133,7 +133,6 @@ def worker(
     Without `broker_url` it polls the database; with it, it consumes the broker's job
     messages and sweeps the outbox for what they missed. With `worker_runs_listeners` it
     also runs the MLLP listeners and the DICOM Storage SCP, sharing their ports."""
-    from hub.heap import freeze_startup_heap
     from hub.jobs.dispatch import Sweeper, run_celery_worker, worker_app
     from hub.jobs.worker import JobWorker
     from hub.logs import configure_logging
@@ -170,7 +169,6 @@ def worker(
                 on_enqueued=publisher.nudge if publisher else job_worker.wake,
             )
             running.enter_context(listeners_in_thread(listeners))
-        freeze_startup_heap()
         if settings.broker_url is None:
             job_worker.start()
             running.callback(job_worker.stop)

@@ -34,7 +34,6 @@ from typing import Literal, cast
 
 from dicom.instances import InstanceInfo
 from dicom.store import ContentStore
-from hub.heap import freeze_startup_heap
 from hub.imaging.importer import DicomImporter
 from hub.imaging.indexer import InstanceIndexer, hold_writer_lock
 from hub.logs import configure_logging
@@ -256,7 +255,6 @@ def _serve(
     adopted = indexer.adopt(adopt)
     if recover:
         indexer.recover(only=recover, wait_for_writer=False)
-    freeze_startup_heap()
     try:
         while _handle(indexer, replies, adopted, messages):
             pass
