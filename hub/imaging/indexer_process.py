@@ -24,6 +24,7 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
+import os
 import queue
 import threading
 import time
@@ -239,6 +240,7 @@ def _serve(
     adopt: list[int],
 ) -> None:
     """The child: index what the SCP's process sends until it says stop or is gone."""
+    _run_as_batch_work()
     configure_logging(log_level, log_format)
     importer = DicomImporter(
         make_session_factory(make_engine(database_url)), ContentStore(Path(store_root))
@@ -260,6 +262,16 @@ def _serve(
             pass
     finally:
         indexer.stop()
+
+
+def _run_as_batch_work() -> None:
+    """On Linux, schedule this process as batch work (SCHED_BATCH): its wake-ups do not
+    preempt a running thread of another process, and it keeps its fair share of the CPU
+    over time. An instance's indexing can wait a few milliseconds for a core; the
+    C-STORE round trips of the SCP's process, and the sender's, on a busy machine cannot."""
+    if hasattr(os, "sched_setscheduler"):
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
 
 
 def _handle(

@@ -235,6 +235,9 @@ def test_the_indexer_process_is_replaced_when_killed_and_nothing_is_lost(
             time.sleep(0.05)
         push.on_released("assoc-1", MODALITY)
         assert indexer.drain(GUARD_SECONDS)
+        replacement = indexer.pid
+        assert replacement is not None  # batch work, as the first: see _run_as_batch_work
+        assert os.sched_getscheduler(replacement) == os.SCHED_BATCH
     finally:
         indexer.stop()
     rows = instance_rows(importer)
