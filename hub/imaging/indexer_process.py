@@ -267,8 +267,8 @@ def _serve(
 def _run_as_batch_work() -> None:
     """On Linux, schedule this process as batch work (SCHED_BATCH): its wake-ups do not
     preempt a running thread of another process, and it keeps its fair share of the CPU
-    over time. An instance's indexing can wait a few milliseconds for a core; the
-    C-STORE round trips of the SCP's process, and the sender's, on a busy machine cannot."""
+    over time. An instance's indexing can wait a few milliseconds for a core; the C-STORE
+    round trips between a modality and the SCP's process, on a busy machine, cannot."""
     if hasattr(os, "sched_setscheduler"):
         with contextlib.suppress(OSError):
             os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
