@@ -43,10 +43,10 @@ def configure_pynetdicom(*, stream_to_disk: bool | None = None) -> None:
     values it reads (its reading_validation_mode, also process-wide): it would only warn,
     and the hub discards those warnings; on every DIMSE command pynetdicom decodes, the
     checks were a sixth of a small C-STORE's cost. The hub checks what it stores itself
-    (dicom.instances). `stream_to_disk` (None: leave as is)
-    makes received datasets go to a temporary file as they arrive instead of into memory;
-    it is one switch for the whole process, and `stage_dataset` handles either way, so an
-    SCP started later with another setting changes only where the next datasets wait.
+    (dicom.instances). `stream_to_disk` (None: leave as is) makes received datasets go to
+    a temporary file as they arrive instead of into memory; it is one switch for the whole
+    process, and `stage_dataset` handles either way, so an SCP started later with another
+    setting changes only where the next datasets wait.
     """
     with _configure_lock:
         _config.LOG_REQUEST_IDENTIFIERS = False

@@ -59,7 +59,6 @@ from connectors.dimse.received import (
 
 logger = logging.getLogger(__name__)
 
-
 InstanceHandler = Callable[[Path, str, str], int]
 """(received file, calling AE title, association id) -> DIMSE status of the C-STORE:
 0x0000 success, 0xA700 out of resources, 0xA900 data set does not match SOP class,

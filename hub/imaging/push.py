@@ -6,9 +6,9 @@ before the sender gets success; its rows are written in batches by the indexer's
 (hub.imaging.indexer), in a process of its own (hub.imaging.indexer_process). A file the
 hub refuses gets 0xC000 (cannot understand), with the reason in the SCP's log and in the
 transfer's report (which goes to the case's events when the transfer closes); nothing of
-it is kept. A database or disk failure gets 0xA700 (out of
-resources), so the sender keeps the instance and retries. When the association ends, the
-transfer is closed once its instances are indexed, and its studies go to attachment.
+it is kept. A database or disk failure gets 0xA700 (out of resources), so the sender
+keeps the instance and retries. When the association ends, the transfer is closed once
+its instances are indexed, and its studies go to attachment.
 """
 
 from __future__ import annotations
