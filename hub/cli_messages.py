@@ -177,12 +177,14 @@ def worker(
         sweeper = Sweeper(job_worker, sweep_seconds)
         sweeper.start()
         running.callback(sweeper.stop)
-        run_celery_worker(  # until SIGTERM or SIGINT (Celery's warm shutdown)
+        exit_code = run_celery_worker(  # until SIGTERM or SIGINT (Celery's warm shutdown)
             worker_app(settings.broker_url, job_worker),
             concurrency=concurrency,
             hostname=f"hub-worker-{os.getpid()}@{socket.gethostname()}",
             log_level=log_level,
         )
+        if exit_code:
+            raise typer.Exit(exit_code)
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:

@@ -211,8 +211,9 @@ def worker_app(broker_url: str, job_worker: JobWorker) -> Celery:
 
 def run_celery_worker(
     app: Celery, *, concurrency: int, hostname: str, log_level: str = "info"
-) -> None:
-    """Consume the hub's queue until a TERM or INT signal (Celery's warm shutdown).
+) -> int:
+    """Consume the hub's queue until a TERM or INT signal (Celery's warm shutdown); the
+    worker's exit code (not 0 after an unrecoverable error, for the supervisor to see).
 
     The threads pool: the handlers' sessions and engines stay in one process (a fork
     after the engine is made would share its connections), the handlers that wait on a
@@ -230,6 +231,7 @@ def run_celery_worker(
         loglevel=log_level.upper(),
     )
     worker.start()
+    return int(worker.exitcode or 0)
 
 
 class Sweeper:

@@ -7,6 +7,8 @@ real Redis is in tests/integration/test_scale_out.py."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -224,3 +226,33 @@ def test_the_sweep_leaves_fresh_jobs_to_their_messages_and_runs_overdue_ones(
         assert claim_due(session, {"demo"}, overdue_seconds=60) == []
         statuses = dict(session.execute(select(JobRow.subject, JobRow.status)).all())
     assert statuses == {"fresh": "pending", "lost": "done"}
+
+
+FAILING_WORKER = """
+import sys
+from celery import bootsteps
+from hub.jobs.dispatch import run_celery_worker, worker_app
+from hub.jobs.worker import JobWorker
+from hub.storage.db import make_engine, make_session_factory
+
+class Broken(bootsteps.StartStopStep):
+    def start(self, worker):
+        raise RuntimeError("a step that cannot start")
+
+app = worker_app("memory://", JobWorker(make_session_factory(make_engine("sqlite://")), {}))
+app.steps["worker"].add(Broken)
+sys.exit(100 + run_celery_worker(app, concurrency=1, hostname="broken@test"))
+"""
+
+
+def test_a_worker_that_fails_unrecoverably_returns_a_failing_exit_code() -> None:
+    # In a process of its own: Celery's worker installs signal handlers in the main thread.
+    finished = subprocess.run(
+        [sys.executable, "-c", FAILING_WORKER],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert "Unrecoverable error" in finished.stderr, finished.stderr[-2000:]
+    assert finished.returncode == 101, finished.stderr[-2000:]
