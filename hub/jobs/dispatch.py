@@ -78,6 +78,9 @@ def celery_app(broker_url: str, *, lease_seconds: float) -> Celery:
         broker_connection_timeout=PUBLISH_TIMEOUT_SECONDS,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # never give up: the sweep works meanwhile
+        # A job running when the connection drops finishes: its lease guards it, and the
+        # threads pool cannot cancel it anyway. (Celery warns that 6.0 will cancel.)
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )
