@@ -23,6 +23,8 @@ from pynetdicom import _config
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
+from connectors.dimse import encoding
+
 Staging = Callable[[], Path]
 """Gives a new, unused path to write one instance into (ContentStore.staging_file)."""
 
@@ -46,9 +48,11 @@ def configure_pynetdicom(*, stream_to_disk: bool | None = None) -> None:
     (dicom.instances). `stream_to_disk` (None: leave as is) makes received datasets go to
     a temporary file as they arrive instead of into memory; it is one switch for the whole
     process, and `stage_dataset` handles either way, so an SCP started later with another
-    setting changes only where the next datasets wait.
+    setting changes only where the next datasets wait. The file meta and command sets are
+    encoded by connectors.dimse.encoding, the same bytes sooner.
     """
     with _configure_lock:
+        encoding.install()
         _config.LOG_REQUEST_IDENTIFIERS = False
         _config.LOG_RESPONSE_IDENTIFIERS = False
         _config.LOG_HANDLER_LEVEL = "none"
