@@ -68,8 +68,8 @@ class StorageScpConfig(BaseModel):
     """Have pynetdicom write each received dataset to a temporary file as it arrives
     instead of keeping it in memory (its process-wide STORE_RECV_CHUNKED_DATASET, set when
     the SCP starts; C-GET follows it too): a whole-slide image of hundreds of MB then
-    never sits in memory. The handler moves the temporary file where it belongs, a rename
-    when TMPDIR is on the same file system, a copy otherwise."""
+    never sits in memory. That file is made in the SCP's staging (the content store's), so
+    the handler's move to where it belongs is a rename."""
 
     flush_before_success: bool = False
     """What a success status promises. Off (the default): the instance is written where the

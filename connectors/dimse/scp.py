@@ -4,9 +4,9 @@ PACS answer the hub's C-MOVE through it.
 pynetdicom's threaded server runs it, one thread per association; `on_instance` and
 `on_released` are called from those threads, possibly at the same time for different
 associations, and must be thread-safe. Each C-STORE's dataset is written as received to a
-file (pynetdicom's temporary file when it streams to disk, which may be on another file
-system than the hub's store; else a staged one), then `on_instance(path, calling_ae,
-association_id)` takes it over and its return value is the DIMSE status the sender gets.
+file in `staging` (by pynetdicom as it arrives when it streams to disk, else after), then
+`on_instance(path, calling_ae, association_id)` takes it over and its return value is the
+DIMSE status the sender gets.
 When an association ends (released, aborted, or its connection dropped),
 `on_released(association_id, calling_ae)` tells the hub that no more instances will come
 on it. C-ECHO is answered too.
@@ -113,7 +113,7 @@ class StorageScp:
         if self._server is not None:
             raise ScpStateError("the Storage SCP is already started")
         config = self.config
-        configure_pynetdicom(stream_to_disk=config.stream_to_disk)
+        configure_pynetdicom(stream_to_disk=config.stream_to_disk, staging=self._staging)
         ae = _ScpAE(ae_title=config.ae_title, reuse_port=self._reuse_port)
         ae.maximum_pdu_size = config.max_pdu
         ae.maximum_associations = config.max_associations
@@ -187,8 +187,8 @@ class StorageScp:
                 event.assoc, ("unknown", _calling_ae(event))
             )
         try:
-            # pynetdicom's own file when it streamed the dataset to disk (no second move:
-            # the handler puts it where it belongs), else the dataset written to staging.
+            # The file pynetdicom streamed the dataset into, else the dataset written to
+            # staging now; the handler puts it where it belongs.
             path = received_file(event) or stage_dataset(event, self._staging)
         except OSError as exc:
             discard_received(event)

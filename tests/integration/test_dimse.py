@@ -63,6 +63,7 @@ class Hub:
         self.instances: list[tuple[Path, str, str]] = []
         self.released: list[tuple[str, str]] = []
         self.events: list[str] = []
+        self.received_in: list[Path] = []
         self.released_event = threading.Event()
         self._numbers = itertools.count()
         self._lock = threading.Lock()
@@ -73,6 +74,7 @@ class Hub:
 
     def on_instance(self, path: Path, calling_ae: str, association_id: str) -> int:
         assert path.is_file()
+        self.received_in.append(path.parent)
         kept = self.staging()  # taken over, as the hub does: what is left there is removed
         shutil.move(path, kept)
         with self._lock:
@@ -402,6 +404,7 @@ def test_storescu_push_arrives_byte_identical(
     (association_id, calling_ae), *_ = hub.released
     assert calling_ae == MODALITY_AE
     assert {aid for _, _, aid in hub.instances} == {association_id}
+    assert set(hub.received_in) == {hub.folder}  # streamed or not: made in staging, not TMPDIR
 
 
 def test_a_calling_ae_not_allowed_is_refused(

@@ -120,6 +120,11 @@ MESSAGES = {
         primitives.C_STORE,
         _store_answer(0xC000, "not understood: odd"),
     ),
+    "C-STORE-RSP, a comment not in ASCII": (
+        dimse_messages.C_STORE_RSP,
+        primitives.C_STORE,
+        _store_answer(0xC000, "refusé"),
+    ),
     "C-STORE-RSP with an AT": (
         dimse_messages.C_STORE_RSP,
         primitives.C_STORE,
