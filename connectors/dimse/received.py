@@ -63,9 +63,9 @@ def configure_pynetdicom(
     process, and `stage_dataset` handles either way, so an SCP started later with another
     setting changes only where the next datasets wait. With `staging` (process-wide too),
     those files are made there, not in TMPDIR: the handler's move is then a rename even
-    where TMPDIR is another file system (a tmpfs), and it spares tempfile's wrapper, a
-    tenth of a small C-STORE's interpreter time. The file meta and command sets are
-    encoded by connectors.dimse.encoding, the same bytes sooner.
+    where TMPDIR is another file system (a tmpfs), and tempfile's random names and its
+    wrapper around each call are spared. The file meta and command sets are encoded by
+    connectors.dimse.encoding, the same bytes sooner.
     """
     with _configure_lock:
         encoding.install()
