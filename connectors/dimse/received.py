@@ -8,13 +8,14 @@ Used by the Storage SCP and by C-GET (whose instances arrive as C-STORE sub-oper
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import BinaryIO, cast
 
 from pydicom import config as pydicom_config
 from pydicom.filebase import DicomFileLike
@@ -36,15 +37,46 @@ PREAMBLE = b"\x00" * 128 + b"DICM"
 _configure_lock = threading.Lock()
 
 
+_write_errors: dict[str, OSError] = {}
+"""What writing a streamed dataset met (a full disk), by path, until `received_file` raises
+it. Raised in pynetdicom's thread it would abort the association; the handler instead
+answers out of resources, which the sender acts on (it keeps the instance, sends it later)."""
+
+
 class _StagedFile:
     """What pynetdicom uses of the NamedTemporaryFile it streams a dataset into (its name,
-    write, file.flush and close), on a path of the staging it was given."""
+    write, file.flush and close), on a path of the staging it was given; an error writing
+    goes to `_write_errors`, and what is written after it is dropped."""
 
     def __init__(self, path: Path) -> None:
-        self.file = path.open("xb")
         self.name = str(path)
-        self.write = self.file.write
-        self.close = self.file.close
+        self.file = self  # pynetdicom flushes `.file` after each fragment
+        self._out: BinaryIO | None = None
+        try:
+            self._out = path.open("xb")
+        except OSError as exc:
+            _write_errors.setdefault(self.name, exc)
+
+    def write(self, data: bytes) -> None:
+        self._guarded(lambda out: out.write(data))
+
+    def flush(self) -> None:
+        self._guarded(lambda out: out.flush())
+
+    def close(self) -> None:
+        self._guarded(lambda out: out.close())
+
+    def _guarded(self, step: Callable[[BinaryIO], object]) -> None:
+        out = self._out
+        if out is None:
+            return
+        try:
+            step(out)
+        except OSError as exc:
+            _write_errors.setdefault(self.name, exc)
+            self._out = None
+            with contextlib.suppress(OSError):
+                out.close()
 
 
 def configure_pynetdicom(
@@ -76,7 +108,12 @@ def configure_pynetdicom(
         if stream_to_disk is not None:
             _config.STORE_RECV_CHUNKED_DATASET = stream_to_disk
         if staging is not None:
-            setattr(dimse_messages, "NamedTemporaryFile", lambda *_, **__: _StagedFile(staging()))  # noqa: B010
+
+            def staged_file(*_: object, **__: object) -> _StagedFile:
+                return _StagedFile(staging())
+
+            # setattr: the module does not export the name (its own import of tempfile's)
+            setattr(dimse_messages, "NamedTemporaryFile", staged_file)  # noqa: B010
 
 
 def stage_dataset(event: Event, staging: Staging) -> Path:
@@ -122,13 +159,22 @@ def move_file(source: Path, target: Path) -> None:
 def discard_received(event: Event) -> None:
     """Remove pynetdicom's temporary file of a dataset that was not staged (it does so
     itself for a Storage SCP, not for the C-STORE sub-operations of a C-GET)."""
-    received = received_file(event)
+    received = _streamed_to(event)
     if received is not None:
+        _write_errors.pop(str(received), None)
         received.unlink(missing_ok=True)
 
 
 def received_file(event: Event) -> Path | None:
-    """The temporary file pynetdicom streamed the dataset into, when it did."""
+    """The file pynetdicom streamed the dataset into, when it did. Raises the OSError that
+    writing it met (see `_write_errors`)."""
+    received = _streamed_to(event)
+    if received is not None and (error := _write_errors.pop(str(received), None)):
+        raise error
+    return received
+
+
+def _streamed_to(event: Event) -> Path | None:
     try:
         path = event.dataset_path
     except AttributeError:
